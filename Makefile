@@ -1,0 +1,48 @@
+# The two commands: `make synth` (install if needed, synthesize every stack with the cdk-nag report)
+# and `make test` (the whole suite, lints included). Only Python 3.11, Node 20 and npm are assumed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CDK := node_modules/.bin/cdk
+# jsii's banner about Node 20's end of life is noise for a pinned toolchain; no AWS call is made.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export CDK_DISABLE_CLI_TELEMETRY := true
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install synth test lint test-cdk test-image clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+synth: install
+	rm -rf cdk.out
+	$(CDK) synth --no-notices --quiet
+	$(BIN)/python tools/nag_summary.py cdk.out
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test-cdk: synth lint
+	$(BIN)/cfn-lint --config-file .cfnlintrc.yaml
+	$(BIN)/pytest tests --ignore=tests/training_image
+
+test-image:
+	$(MAKE) -C training_image test
+
+test: test-cdk
+
+clean:
+	rm -rf cdk.out $(VENV) .venv-train node_modules

@@ -1,0 +1,97 @@
+"""Small validators: each returns the typed value or raises ConfigError naming key, value and rule."""
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+INSTANCE_TYPE_PATTERN = re.compile(r"^ml\.[a-z][a-z0-9]*\.(?:[0-9]*x?large|medium|small|micro)$")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names key, value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        super().__init__(f"cdk.json context {key} = {value!r} is invalid: {allowed}")
+        self.key = key
+        self.value = value
+
+
+def section(raw: Any, key: str, allowed_keys: Iterable[str]) -> Mapping[str, Any]:
+    """A context section: a JSON object whose keys are all known."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(key, raw, "expected a JSON object")
+    allowed = sorted(allowed_keys)
+    for name in raw:
+        if name not in allowed:
+            raise ConfigError(f"{key}.{name}", raw[name], f"unknown key; allowed keys: {', '.join(allowed)}")
+    return raw
+
+
+def integer(key: str, value: Any, *, minimum: int, maximum: int) -> int:
+    # bool is an int subclass in Python; `true` is never a count
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, value, f"expected an integer from {minimum} to {maximum}")
+    if not minimum <= value <= maximum:
+        raise ConfigError(key, value, f"expected an integer from {minimum} to {maximum}")
+    return value
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "expected true or false")
+    return value
+
+
+def string(key: str, value: Any, *, pattern: re.Pattern[str], rule: str) -> str:
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ConfigError(key, value, rule)
+    return value
+
+
+def optional_string(key: str, value: Any, *, pattern: re.Pattern[str], rule: str) -> str | None:
+    return None if value is None else string(key, value, pattern=pattern, rule=rule)
+
+
+def choice(key: str, value: Any, allowed: Iterable[Any]) -> Any:
+    options = list(allowed)
+    if value not in options:
+        raise ConfigError(key, value, f"expected one of: {', '.join(map(str, options))}")
+    return value
+
+
+def instance_type(key: str, value: Any) -> str:
+    return string(
+        key,
+        value,
+        pattern=INSTANCE_TYPE_PATTERN,
+        rule="expected a SageMaker instance type such as ml.g5.2xlarge",
+    )
+
+
+def ipv4_network(key: str, value: Any, *, min_prefix: int, max_prefix: int) -> ipaddress.IPv4Network:
+    rule = f"expected an IPv4 CIDR block from /{min_prefix} to /{max_prefix}, e.g. 10.20.0.0/16"
+    if not isinstance(value, str):
+        raise ConfigError(key, value, rule)
+    try:
+        network = ipaddress.IPv4Network(value, strict=True)
+    except ValueError as error:
+        raise ConfigError(key, value, f"{rule} ({error})") from None
+    if not min_prefix <= network.prefixlen <= max_prefix:
+        raise ConfigError(key, value, rule)
+    return network
+
+
+def string_list(key: str, value: Any, *, allowed: Iterable[str] | None = None) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(key, value, "expected a list of strings")
+    if len(set(value)) != len(value):
+        raise ConfigError(key, value, "expected a list without repeated entries")
+    if allowed is not None:
+        options = sorted(allowed)
+        for item in value:
+            if item not in options:
+                raise ConfigError(key, item, f"expected entries from: {', '.join(options)}")
+    return tuple(value)

@@ -1,0 +1,75 @@
+"""Reads the `llmft` context object into one frozen ProjectConfig."""
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from project_config import checks
+from project_config.data import DataConfig, parse_data
+from project_config.network import NetworkConfig, parse_network
+
+CONTEXT_KEY = "llmft"
+ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
+REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+PREFIX_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{1,19}$")
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    stack_prefix: str = "LlmFt"
+    account: str | None = None
+    region: str | None = None
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+    @property
+    def env_agnostic(self) -> bool:
+        return self.account is None and self.region is None
+
+
+def load_config(raw: Any) -> ProjectConfig:
+    """Validate the context object; any bad value raises ConfigError naming its key."""
+    key = CONTEXT_KEY
+    values = checks.section(raw, key, ProjectConfig.__dataclass_fields__)
+    account = checks.optional_string(
+        f"{key}.account", values.get("account"), pattern=ACCOUNT_PATTERN, rule="expected 12 digits or null"
+    )
+    region = checks.optional_string(
+        f"{key}.region",
+        values.get("region"),
+        pattern=REGION_PATTERN,
+        rule="expected a region such as eu-west-1 or null",
+    )
+    if (account is None) != (region is None):
+        raise checks.ConfigError(
+            f"{key}.account/{key}.region",
+            {"account": account, "region": region},
+            "set both (a fixed environment) or neither (env-agnostic)",
+        )
+    network = parse_network(values.get("network"), f"{key}.network")
+    if region is not None and not network.availability_zones:
+        # A fixed environment makes ec2.Vpc look zones up in AWS; synth must work without credentials.
+        raise checks.ConfigError(
+            f"{key}.network.availability_zones",
+            [],
+            f"with a fixed account/region, list the 2 zones of {region} to use, "
+            f'e.g. ["{region}a", "{region}b"]',
+        )
+    if region is not None and any(not zone.startswith(region) for zone in network.availability_zones):
+        raise checks.ConfigError(
+            f"{key}.network.availability_zones",
+            list(network.availability_zones),
+            f"expected zones of region {region}",
+        )
+    return ProjectConfig(
+        stack_prefix=checks.string(
+            f"{key}.stack_prefix",
+            values.get("stack_prefix", ProjectConfig.stack_prefix),
+            pattern=PREFIX_PATTERN,
+            rule="expected 2-20 letters or digits starting with a capital letter",
+        ),
+        account=account,
+        region=region,
+        network=network,
+        data=parse_data(values.get("data"), f"{key}.data"),
+    )

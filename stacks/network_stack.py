@@ -1,0 +1,19 @@
+"""Network stack: the VPC and security groups every other stack attaches to."""
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_kms as kms
+
+from constructs import Construct
+from constructs.llmft_network import TrainingNetwork
+from project_config.network import NetworkConfig
+
+
+class NetworkStack(Stack):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: NetworkConfig, key: kms.IKey, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.network = TrainingNetwork(self, "Network", config=config, key=key)
+        CfnOutput(self, "VpcId", value=self.network.vpc.vpc_id)

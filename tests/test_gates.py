@@ -1,0 +1,77 @@
+"""Gates over every synthesized stack: cdk-nag findings and reports, cfn-lint."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aws_cdk.assertions import Annotations, Match
+
+from tools import nag_summary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+NAG_MESSAGE = Match.string_like_regexp(r"(AwsSolutions-|CdkNagValidationFailure)")
+
+
+@pytest.fixture(params=["default_app", "full_app"])
+def synthesized(request):
+    return request.getfixturevalue(request.param)
+
+
+def test_no_unsuppressed_nag_finding(synthesized):
+    for stack in synthesized.stacks.all():
+        annotations = Annotations.from_stack(stack)
+        findings = annotations.find_error("*", NAG_MESSAGE) + annotations.find_warning("*", NAG_MESSAGE)
+        assert not findings, f"{stack.stack_name}: " + "\n".join(str(f.entry.data) for f in findings)
+
+
+def test_every_stack_has_a_nag_report_and_every_suppression_a_reason(synthesized):
+    reports = nag_summary.load_reports(synthesized.out_dir)
+    assert sorted(reports) == sorted(stack.stack_name for stack in synthesized.stacks.all())
+    for stack, lines in reports.items():
+        assert lines, f"{stack}: the AwsSolutions pack checked nothing"
+        for line in lines:
+            if line["compliance"] == nag_summary.SUPPRESSED:
+                assert len(line["exceptionReason"]) >= 30, f"{stack} {line['ruleId']}: reason too thin"
+
+
+def test_summary_lists_suppressions_and_passes_clean_reports(synthesized):
+    assert nag_summary.main(["nag_summary", str(synthesized.out_dir)]) == 0
+    summary = (synthesized.out_dir / "nag-summary.md").read_text()
+    assert "Open findings: 0" in summary
+    for stack in synthesized.stacks.all():
+        assert f"## {stack.stack_name}" in summary
+
+
+def test_summary_fails_on_an_open_finding(tmp_path):
+    finding = {
+        "ruleId": "AwsSolutions-S1",
+        "resourceId": "Demo/Bucket/Resource",
+        "compliance": "Non-Compliant",
+        "exceptionReason": "N/A",
+        "ruleLevel": "Error",
+        "ruleInfo": "The S3 Bucket has server access logs disabled.",
+    }
+    (tmp_path / "AwsSolutions-Demo-NagReport.json").write_text(json.dumps({"lines": [finding]}))
+    assert nag_summary.main(["nag_summary", str(tmp_path)]) == 1
+    assert "| Demo | AwsSolutions-S1 | Demo/Bucket/Resource |" in (tmp_path / "nag-summary.md").read_text()
+
+
+def test_cfn_lint_reports_nothing_on_any_template(synthesized):
+    templates = synthesized.template_files()
+    assert len(templates) == len(synthesized.stacks.all())
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "cfn-lint"),
+            "--config-file",
+            ".cfnlintrc.yaml",
+            "--",
+            *map(str, templates),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
