@@ -1,0 +1,351 @@
+"""Recipes (LLaMA-Factory YAML presets) and their merge with the job's hyperparameters.
+
+Everything here is pure except `load_recipes`, which reads the YAML files.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmft_train.hyperparams import ConfigError, as_text, parse_value
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+DEFAULT_RECIPE = "lora"
+
+DATASET_FORMATS = ("auto", "alpaca", "sharegpt")
+DISTRIBUTED_STRATEGIES = ("ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp")
+
+# Hyperparameters the entrypoint itself reads; they never reach LLaMA-Factory as they are.
+ENTRYPOINT_KEYS: dict[str, type] = {
+    "recipe": str,
+    "model_id": str,
+    "merge_adapter": bool,
+    "dataset_format": str,
+    "distributed": str,
+}
+
+# LLaMA-Factory keys every recipe accepts, with their types.
+COMMON_KEYS: dict[str, type] = {
+    "learning_rate": float,
+    "num_train_epochs": float,
+    "max_steps": int,
+    "per_device_train_batch_size": int,
+    "per_device_eval_batch_size": int,
+    "gradient_accumulation_steps": int,
+    "cutoff_len": int,
+    "logging_steps": int,
+    "save_steps": int,
+    "save_total_limit": int,
+    "eval_steps": int,
+    "warmup_ratio": float,
+    "warmup_steps": int,
+    "lr_scheduler_type": str,
+    "weight_decay": float,
+    "max_grad_norm": float,
+    "optim": str,
+    "seed": int,
+    "template": str,
+    "default_system": str,
+    "train_on_prompt": bool,
+    "bf16": bool,
+    "fp16": bool,
+    "packing": bool,
+    "neat_packing": bool,
+    "enable_liger_kernel": bool,
+    "flash_attn": str,
+    "disable_gradient_checkpointing": bool,
+    "max_samples": int,
+    "preprocessing_num_workers": int,
+    "dataloader_num_workers": int,
+    "trust_remote_code": bool,
+}
+LORA_KEYS: dict[str, type] = {
+    "lora_rank": int,
+    "lora_alpha": int,
+    "lora_dropout": float,
+    "lora_target": str,
+    "use_rslora": bool,
+    "use_dora": bool,
+}
+QUANTIZATION_KEYS: dict[str, type] = {
+    "quantization_bit": int,
+    "quantization_method": str,
+    "quantization_type": str,
+    "double_quantization": bool,
+}
+
+CHOICES: dict[str, tuple[Any, ...]] = {
+    "dataset_format": DATASET_FORMATS,
+    "distributed": DISTRIBUTED_STRATEGIES,
+    "flash_attn": ("auto", "disabled", "sdpa", "fa2", "fa3"),
+    "quantization_bit": (4, 8),
+    "quantization_type": ("nf4", "fp4"),
+}
+# Counts and sizes that only make sense from 1 up.
+AT_LEAST_ONE = frozenset(
+    {
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "cutoff_len",
+        "logging_steps",
+        "save_steps",
+        "eval_steps",
+        "lora_rank",
+        "lora_alpha",
+    }
+)
+
+# Set by the entrypoint from the SageMaker contract; a hyperparameter may not change them.
+MANAGED_KEYS = frozenset(
+    {
+        "model_name_or_path",
+        "adapter_name_or_path",
+        "dataset",
+        "eval_dataset",
+        "dataset_dir",
+        "media_dir",
+        "output_dir",
+        "overwrite_output_dir",
+        "resume_from_checkpoint",
+        "do_train",
+        "do_eval",
+        "eval_strategy",
+        "stage",
+        "finetuning_type",
+        "deepspeed",
+        "fsdp",
+        "fsdp_config",
+        "report_to",
+        "logging_dir",
+        "include_num_input_tokens_seen",
+        "export_dir",
+        "push_to_hub",
+    }
+)
+# A token in hyperparameters would be stored in the job description in clear text.
+SECRET_KEYS = frozenset({"hf_token", "token", "hub_token", "hf_hub_token", "huggingface_token"})
+# Added by the SageMaker SDK or by tuning jobs; they are not ours to read.
+IGNORED_PREFIXES = ("sagemaker_", "_tuning_objective_metric")
+
+_RECIPE_FIELDS = {"description", "distributed", "llamafactory"}
+_RECIPE_OWN_KEYS = {"stage", "finetuning_type"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    distributed: str
+    llamafactory: Mapping[str, Any]
+
+    @property
+    def finetuning_type(self) -> str:
+        return str(self.llamafactory["finetuning_type"])
+
+    @property
+    def quantized(self) -> bool:
+        return "quantization_bit" in self.llamafactory
+
+    def override_types(self) -> dict[str, type]:
+        """Every LLaMA-Factory key a hyperparameter may set for this recipe, with its type."""
+        types = dict(COMMON_KEYS)
+        if self.finetuning_type == "lora":
+            types.update(LORA_KEYS)
+        if self.quantized:
+            types.update(QUANTIZATION_KEYS)
+        for key, value in self.llamafactory.items():
+            if key not in types and key not in MANAGED_KEYS:
+                types[key] = type(value)
+        return types
+
+    def allowed_keys(self) -> list[str]:
+        return sorted({*ENTRYPOINT_KEYS, *self.override_types()})
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    recipe: Recipe
+    model_id: str | None = None
+    merge_adapter: bool = False
+    dataset_format: str = "auto"
+    distributed: str = "ddp"
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _check_choice(key: str, value: Any) -> None:
+    allowed = CHOICES.get(key)
+    if allowed is not None and value not in allowed:
+        listed = ", ".join(str(choice) for choice in allowed)
+        raise ConfigError(f"{key}={value!r} is not allowed; allowed: {listed}")
+    if key in AT_LEAST_ONE and value < 1:
+        raise ConfigError(f"{key}={value!r} must be at least 1")
+    if key == "learning_rate" and value <= 0:
+        raise ConfigError(f"learning_rate={value!r} must be greater than 0")
+
+
+def parse_recipe(name: str, data: Any) -> Recipe:
+    """Check one recipe file's content and coerce its values to the keys' types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {name}: expected a mapping, got {type(data).__name__}")
+    unknown = sorted(set(data) - _RECIPE_FIELDS)
+    if unknown:
+        raise ConfigError(f"recipe {name}: unknown fields {unknown}; allowed: {sorted(_RECIPE_FIELDS)}")
+    settings = data.get("llamafactory")
+    if not isinstance(settings, dict) or not _RECIPE_OWN_KEYS <= set(settings):
+        raise ConfigError(f"recipe {name}: 'llamafactory' must be a mapping with stage and finetuning_type")
+    managed = sorted(set(settings) & (MANAGED_KEYS - _RECIPE_OWN_KEYS))
+    if managed:
+        raise ConfigError(f"recipe {name}: keys {managed} are set by the entrypoint, remove them")
+    not_scalar = sorted(k for k, v in settings.items() if not isinstance(v, (bool, int, float, str)))
+    if not_scalar:
+        raise ConfigError(
+            f"recipe {name}: keys {not_scalar} must be a boolean, number or string "
+            "(write lists as comma-separated strings, leave unset keys out)"
+        )
+    distributed = data.get("distributed", "ddp")
+    _check_choice("distributed", distributed)
+    typed = {**COMMON_KEYS, **LORA_KEYS, **QUANTIZATION_KEYS}
+    values = {
+        key: parse_value(key, value, typed[key]) if key in typed else value
+        for key, value in settings.items()
+    }
+    return Recipe(name, str(data.get("description", "")), distributed, values)
+
+
+def load_recipes(directory: Path = RECIPES_DIR) -> dict[str, Recipe]:
+    """Read every `<name>.yaml` in the recipes folder."""
+    recipes = {}
+    for path in sorted(directory.glob("*.yaml")):
+        recipes[path.stem] = parse_recipe(path.stem, yaml.safe_load(path.read_text()))
+    return recipes
+
+
+def _unknown_key_message(key: str, recipe: Recipe) -> str:
+    allowed = recipe.allowed_keys()
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return (
+        f"unknown hyperparameter {key!r} for recipe {recipe.name!r}{hint}; "
+        f"allowed: {', '.join(allowed)}"
+    )
+
+
+def parse_hyperparameters(raw: Mapping[str, Any], recipes: Mapping[str, Recipe]) -> JobSettings:
+    """Turn the job's string hyperparameters into typed settings, rejecting what is not allowed."""
+    values = {k: v for k, v in raw.items() if not k.startswith(IGNORED_PREFIXES)}
+    recipe_name = as_text(values.pop("recipe", DEFAULT_RECIPE))
+    if recipe_name not in recipes:
+        raise ConfigError(f"unknown recipe {recipe_name!r}; allowed: {', '.join(sorted(recipes))}")
+    recipe = recipes[recipe_name]
+    override_types = recipe.override_types()
+    own: dict[str, Any] = {"distributed": recipe.distributed}
+    overrides: dict[str, Any] = {}
+    for key in sorted(values):
+        if key.lower() in SECRET_KEYS:
+            raise ConfigError(
+                f"hyperparameter {key!r} looks like a token: never pass secrets as hyperparameters; "
+                "store the token in Secrets Manager and set HF_TOKEN_SECRET_ARN"
+            )
+        if key in MANAGED_KEYS:
+            raise ConfigError(f"hyperparameter {key!r} is set by the entrypoint and cannot be changed")
+        if key in ENTRYPOINT_KEYS:
+            own[key] = parse_value(key, values[key], ENTRYPOINT_KEYS[key])
+            _check_choice(key, own[key])
+        elif key in override_types:
+            overrides[key] = parse_value(key, values[key], override_types[key])
+            _check_choice(key, overrides[key])
+        else:
+            raise ConfigError(_unknown_key_message(key, recipe))
+    if own.get("merge_adapter") and recipe.finetuning_type != "lora":
+        raise ConfigError(
+            f"merge_adapter=true needs a LoRA recipe; recipe {recipe.name!r} trains "
+            f"{recipe.finetuning_type!r} weights"
+        )
+    return JobSettings(recipe=recipe, overrides=overrides, **own)
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """What the entrypoint found on disk and in the cluster, for `resolve_llamafactory_config`."""
+
+    model_path: str
+    dataset_dir: str
+    has_validation: bool
+    output_dir: str
+    resume_from: str | None
+    world_size: int
+    has_gpu: bool
+    recipes_dir: str = str(RECIPES_DIR)
+
+
+def _distributed_keys(strategy: str, recipes_dir: str) -> dict[str, Any]:
+    if strategy == "deepspeed_zero3":
+        return {"deepspeed": f"{recipes_dir}/deepspeed/ds_z3.json"}
+    if strategy == "deepspeed_zero2":
+        return {"deepspeed": f"{recipes_dir}/deepspeed/ds_z2.json"}
+    if strategy == "fsdp":
+        return {"fsdp": "full_shard auto_wrap", "fsdp_config": f"{recipes_dir}/fsdp/fsdp.json"}
+    return {}
+
+
+def _cpu_keys(settings: JobSettings, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn off GPU-only features so the same recipe runs on a CPU (tests, smoke runs)."""
+    if "quantization_bit" in config:
+        raise ConfigError(
+            f"recipe {settings.recipe.name!r} quantizes the model with bitsandbytes, "
+            "which needs a GPU; none was found"
+        )
+    flash_attn = config.get("flash_attn", "auto")
+    return {
+        "bf16": False,
+        "fp16": False,
+        "enable_liger_kernel": False,
+        "flash_attn": "auto" if flash_attn in ("fa2", "fa3") else flash_attn,
+    }
+
+
+def resolve_llamafactory_config(settings: JobSettings, inputs: RunInputs) -> dict[str, Any]:
+    """The complete LLaMA-Factory training config: recipe, then overrides, then managed keys."""
+    config: dict[str, Any] = {**settings.recipe.llamafactory, **settings.overrides}
+    config.update(
+        model_name_or_path=inputs.model_path,
+        dataset="train",
+        dataset_dir=inputs.dataset_dir,
+        output_dir=inputs.output_dir,
+        overwrite_output_dir=True,
+        do_train=True,
+        report_to="none",
+        include_num_input_tokens_seen=True,
+    )
+    if inputs.resume_from:
+        config["resume_from_checkpoint"] = inputs.resume_from
+    if inputs.has_validation:
+        config["eval_dataset"] = "validation"
+        config["eval_strategy"] = "steps"
+        config.setdefault("eval_steps", config.get("save_steps", 500))
+    if inputs.world_size > 1:
+        config.update(_distributed_keys(settings.distributed, inputs.recipes_dir))
+    if not inputs.has_gpu:
+        config.update(_cpu_keys(settings, config))
+    return config
+
+
+def export_config(train_config: Mapping[str, Any], adapter_dir: str, export_dir: str) -> dict:
+    """LLaMA-Factory export settings that merge the trained adapter into its base model."""
+    config = {
+        "model_name_or_path": train_config["model_name_or_path"],
+        "adapter_name_or_path": adapter_dir,
+        "finetuning_type": "lora",
+        "export_dir": export_dir,
+        "trust_remote_code": train_config.get("trust_remote_code", False),
+    }
+    if "template" in train_config:
+        config["template"] = train_config["template"]
+    return config
