@@ -100,3 +100,11 @@ class DataStore(Construct):
                 )
             ],
         )
+        # Object events (e.g. a new adapter manifest) drive workflows through EventBridge; set on the
+        # resource itself because `event_bridge_enabled` deploys a notification-handler Lambda.
+        cfn_data_bucket: s3.CfnBucket = self.data_bucket.node.default_child
+        cfn_data_bucket.notification_configuration = s3.CfnBucket.NotificationConfigurationProperty(
+            event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(
+                event_bridge_enabled=True
+            )
+        )

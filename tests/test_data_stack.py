@@ -124,3 +124,12 @@ def test_access_log_bucket_expires_logs(default_app):
             "LifecycleConfiguration": {"Rules": [Match.object_like({"ExpirationInDays": 365})]},
         },
     )
+
+
+def test_data_bucket_sends_object_events_to_eventbridge(default_app):
+    template = default_app.template(default_app.stacks.data)
+    template.has_resource_properties(
+        "AWS::S3::Bucket",
+        {"NotificationConfiguration": {"EventBridgeConfiguration": {"EventBridgeEnabled": True}}},
+    )
+    template.resource_count_is("AWS::Lambda::Function", 0)
