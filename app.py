@@ -10,6 +10,7 @@ from project_config import CONTEXT_KEY, ProjectConfig, load_config
 from stacks.data_stack import DataStack
 from stacks.network_stack import NetworkStack
 from stacks.training_image_stack import TrainingImageStack
+from stacks.training_pipeline_stack import TrainingPipelineStack
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,7 @@ class Stacks:
     data: DataStack
     network: NetworkStack
     training_image: TrainingImageStack
+    training_pipeline: TrainingPipelineStack
 
     def all(self) -> list[cdk.Stack]:
         return [stack for stack in vars(self).values() if stack is not None]
@@ -37,7 +39,18 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
     training_image = TrainingImageStack(
         app, f"{prefix}-TrainingImage", config=config.training, key=data.store.key, env=env
     )
-    stacks = Stacks(data=data, network=network, training_image=training_image)
+    training_pipeline = TrainingPipelineStack(
+        app,
+        f"{prefix}-TrainingPipeline",
+        config=config.training,
+        store=data.store,
+        network=network.network,
+        image=training_image.image,
+        env=env,
+    )
+    stacks = Stacks(
+        data=data, network=network, training_image=training_image, training_pipeline=training_pipeline
+    )
     for stack in stacks.all():
         cdk.Tags.of(stack).add("project", prefix)
     # Checked over the whole app; reports per stack (CSV and JSON) land in the output folder.

@@ -93,7 +93,7 @@ class TrainingImageBuild(Construct):
         )
         source = s3_assets.Asset(self, "Source", path=str(source_dir), exclude=SOURCE_EXCLUDES)
         self.image_tag = source.asset_hash
-        self.image_uri = self.repository.repository_uri_for_tag(self.image_tag)
+        tagged_uri = self.repository.repository_uri_for_tag(self.image_tag)
 
         dlc_registry = f"{config.dlc_registry_account}.dkr.ecr.{Aws.REGION}.{Aws.URL_SUFFIX}"
         self.build_logs = encrypted_log_group(
@@ -177,9 +177,12 @@ class TrainingImageBuild(Construct):
             ],
         )
 
-        self.build = self._build_resource(config=config, key=key)
+        self.build = self._build_resource(config=config, key=key, tagged_uri=tagged_uri)
+        # `<repo uri>:<tag>`, read from the build resource: it exists only once the image is pushed, and
+        # other stacks get one plain string rather than pieces of the repository ARN.
+        self.image_uri = self.build.get_att_string("ImageUri")
 
-    def _build_resource(self, *, config: TrainingConfig, key: kms.IKey) -> CustomResource:
+    def _build_resource(self, *, config: TrainingConfig, key: kms.IKey, tagged_uri: str) -> CustomResource:
         code = lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["**/__pycache__"])
         start = self._handler("StartBuild", "handler.on_event", code, key, config)
         check = self._handler("CheckBuild", "handler.is_complete", code, key, config)
@@ -227,7 +230,7 @@ class TrainingImageBuild(Construct):
                 "ProjectName": self.project.project_name,
                 "RepositoryName": self.repository.repository_name,
                 "ImageTag": self.image_tag,
-                "ImageUri": self.image_uri,
+                "ImageUri": tagged_uri,
             },
         )
 

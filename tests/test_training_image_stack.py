@@ -92,11 +92,15 @@ def test_handlers_use_own_roles_without_aws_managed_policies(template):
         assert "ManagedPolicyArns" not in role["Properties"], f"{logical_id} has a managed policy"
 
 
-def test_image_uri_is_a_stack_output_tagged_with_the_source_hash(default_app, template):
+def test_image_uri_is_a_stack_output_read_from_the_finished_build(default_app, template):
     image = default_app.stacks.training_image.image
     assert len(image.image_tag) == 64 and int(image.image_tag, 16) >= 0, image.image_tag
-    outputs = template.find_outputs("TrainingImageUri")
-    assert image.image_tag in json.dumps(outputs), outputs
+    build = template.find_resources("Custom::TrainingImageBuild")
+    (build_id,) = build
+    uri = json.dumps(build[build_id]["Properties"]["ImageUri"])
+    assert f":{image.image_tag}" in uri and "dkr.ecr" in uri, uri
+    output = template.find_outputs("TrainingImageUri")["TrainingImageUri"]["Value"]
+    assert output == {"Fn::GetAtt": [build_id, "ImageUri"]}, "consumers must get the URI once it is built"
 
 
 def _tag_for(source_dir) -> str:

@@ -1,0 +1,1 @@
+"""The training pipeline's request contract, state machine definition and launcher CLI."""
