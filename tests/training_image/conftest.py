@@ -48,7 +48,9 @@ def build_tiny_model(target: Path) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     specials = ["<unk>", "<pad>", "<s>", "</s>"]
-    vocab = {token: index for index, token in enumerate([*specials, *WORDS, ":", "Human", "Assistant", "System"])}
+    vocab = {
+        token: index for index, token in enumerate([*specials, *WORDS, ":", "Human", "Assistant", "System"])
+    }
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     tokenizer = PreTrainedTokenizerFast(
@@ -130,6 +132,4 @@ def run_train_command(env: dict[str, str], timeout: int = 300) -> subprocess.Com
     """Run the installed `train` console script, as SageMaker's `docker run <image> train` does."""
     train = shutil.which("train", path=str(Path(sys.executable).parent))
     assert train, f"`train` console script not found next to {sys.executable}"
-    return subprocess.run(
-        [train], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    return subprocess.run([train], env=env, capture_output=True, text=True, timeout=timeout, check=False)

@@ -74,23 +74,17 @@ def check_input_data_config(config: Mapping[str, Any]) -> None:
     for name, channel in config.items():
         mode = channel.get("TrainingInputMode", "File")
         if mode not in INPUT_MODES:
-            raise ConfigError(
-                f"channel {name} uses input mode {mode}; allowed: {', '.join(INPUT_MODES)}"
-            )
+            raise ConfigError(f"channel {name} uses input mode {mode}; allowed: {', '.join(INPUT_MODES)}")
 
 
 def choose_model_path(model_id: str | None, model_channel: Path | None) -> str:
     """The base model: the model channel's files, or a Hugging Face Hub id."""
     if model_channel is not None and model_id:
-        raise ConfigError(
-            f"both a model channel and model_id={model_id!r} were given; give only one"
-        )
+        raise ConfigError(f"both a model channel and model_id={model_id!r} were given; give only one")
     if model_channel is not None:
         if not (model_channel / "config.json").is_file():
             found = sorted(p.name for p in model_channel.iterdir())[:10]
-            raise ConfigError(
-                f"model channel {model_channel} has no config.json at its top; found {found}"
-            )
+            raise ConfigError(f"model channel {model_channel} has no config.json at its top; found {found}")
         return str(model_channel)
     if not model_id:
         raise ConfigError("no base model: give a model channel or a model_id hyperparameter")
@@ -144,9 +138,7 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     cluster = discover_cluster(paths, env, gpus)
 
     data_dir = paths.work_dir / "data"
-    layout, rows = prepare_channel(
-        paths.channel("train"), data_dir / "train.jsonl", settings.dataset_format
-    )
+    layout, rows = prepare_channel(paths.channel("train"), data_dir / "train.jsonl", settings.dataset_format)
     info = {"train": dataset_info_entry(layout, "train.jsonl")}
     has_validation = paths.channel("validation").exists()
     if has_validation:
@@ -171,9 +163,7 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     )
     config_path = paths.work_dir / "llamafactory_config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=True))
-    plan = plan_launch(
-        cluster, env, ["train", str(config_path)], sys.executable, count_efa_devices()
-    )
+    plan = plan_launch(cluster, env, ["train", str(config_path)], sys.executable, count_efa_devices())
     return Job(settings, config, config_path, plan, resume.name if resume else None)
 
 

@@ -48,9 +48,7 @@ def cluster_from_sagemaker(resource_config: Mapping, gpus_per_node: int) -> Clus
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
         raise ConfigError(f"resourceconfig.json: 'hosts' must be a non-empty list, got {hosts!r}")
     if current not in hosts:
-        raise ConfigError(
-            f"resourceconfig.json: current_host {current!r} is not one of hosts {hosts}"
-        )
+        raise ConfigError(f"resourceconfig.json: current_host {current!r} is not one of hosts {hosts}")
     # Every node reads the same list in the same order, so list order fixes the ranks.
     return Cluster(
         hosts=tuple(hosts),
@@ -126,9 +124,7 @@ def cluster_from_slurm(env: Mapping[str, str], detected_gpus: int) -> Cluster:
     hosts = tuple(expand_nodelist(spec))
     nnodes = _int_env(env, "SLURM_NNODES") if "SLURM_NNODES" in env else len(hosts)
     if nnodes != len(hosts):
-        raise ConfigError(
-            f"SLURM_NNODES={nnodes} but SLURM_JOB_NODELIST {spec!r} names {len(hosts)} hosts"
-        )
+        raise ConfigError(f"SLURM_NNODES={nnodes} but SLURM_JOB_NODELIST {spec!r} names {len(hosts)} hosts")
     node_rank = _int_env(env, "SLURM_NODEID")
     if not 0 <= node_rank < nnodes:
         raise ConfigError(f"SLURM_NODEID={node_rank} is outside 0..{nnodes - 1}")
@@ -176,6 +172,4 @@ def plan_launch(
         f"--master_port={MASTER_PORT}",
         *worker,
     ]
-    return LaunchPlan(
-        command=command, env=plan_env, world_size=world_size, is_primary=cluster.is_primary
-    )
+    return LaunchPlan(command=command, env=plan_env, world_size=world_size, is_primary=cluster.is_primary)

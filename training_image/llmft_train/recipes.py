@@ -213,8 +213,7 @@ def parse_recipe(name: str, data: Any) -> Recipe:
     _check_choice("distributed", distributed)
     typed = {**COMMON_KEYS, **LORA_KEYS, **QUANTIZATION_KEYS}
     values = {
-        key: parse_value(key, value, typed[key]) if key in typed else value
-        for key, value in settings.items()
+        key: parse_value(key, value, typed[key]) if key in typed else value for key, value in settings.items()
     }
     return Recipe(name, str(data.get("description", "")), distributed, values)
 
@@ -231,10 +230,7 @@ def _unknown_key_message(key: str, recipe: Recipe) -> str:
     allowed = recipe.allowed_keys()
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    return (
-        f"unknown hyperparameter {key!r} for recipe {recipe.name!r}{hint}; "
-        f"allowed: {', '.join(allowed)}"
-    )
+    return f"unknown hyperparameter {key!r} for recipe {recipe.name!r}{hint}; allowed: {', '.join(allowed)}"
 
 
 def parse_hyperparameters(raw: Mapping[str, Any], recipes: Mapping[str, Recipe]) -> JobSettings:
