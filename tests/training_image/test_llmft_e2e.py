@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import boto3
@@ -61,7 +62,7 @@ def stub_secret(monkeypatch) -> Stubber:
 
 
 def use_env(monkeypatch, env: dict[str, str]) -> None:
-    for key in [k for k in list(__import__("os").environ) if k not in env]:
+    for key in [k for k in os.environ if k not in env]:
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
