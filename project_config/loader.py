@@ -7,6 +7,7 @@ from typing import Any
 from project_config import checks
 from project_config.data import DataConfig, parse_data
 from project_config.network import NetworkConfig, parse_network
+from project_config.training import TrainingConfig, parse_training
 
 CONTEXT_KEY = "llmft"
 ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
@@ -21,6 +22,7 @@ class ProjectConfig:
     region: str | None = None
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
 
     @property
     def env_agnostic(self) -> bool:
@@ -72,4 +74,5 @@ def load_config(raw: Any) -> ProjectConfig:
         region=region,
         network=network,
         data=parse_data(values.get("data"), f"{key}.data"),
+        training=parse_training(values.get("training"), f"{key}.training"),
     )
