@@ -148,7 +148,6 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     print(f"llmft data layout={layout} train_rows={rows} validation={has_validation}", flush=True)
 
     resume = find_resume_checkpoint(paths.checkpoints)
-    probe = plan_launch(cluster, env, [], sys.executable)
     config = resolve_llamafactory_config(
         settings,
         RunInputs(
@@ -157,7 +156,7 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
             has_validation=has_validation,
             output_dir=str(paths.checkpoints),
             resume_from=str(resume) if resume else None,
-            world_size=probe.world_size,
+            world_size=cluster.world_size,
             has_gpu=gpus > 0,
         ),
     )
