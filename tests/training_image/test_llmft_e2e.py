@@ -13,6 +13,7 @@ import yaml
 from botocore.stub import Stubber
 from conftest import alpaca_rows, run_train_command, train_env, write_job
 from llmft_train import cli
+from llmft_train.paths import JobPaths
 from llmft_train.progress import parse_metrics
 
 TOKEN = "hf_e2eSecretTokenValue0123456789"
@@ -216,3 +217,44 @@ def test_failure_inside_llamafactory_is_reported_by_the_worker(tmp_path, tiny_mo
     assert result.returncode != 0
     failure = (root / "output" / "failure").read_text()
     assert failure == "ValueError: Template no_such_template does not exist.\n", failure
+
+
+def test_sagemaker_multi_node_job_is_planned_from_its_config_files(tmp_path, tiny_model):
+    root = write_job(
+        tmp_path / "opt_ml",
+        {"recipe": "lora"},
+        alpaca_rows(4),
+        tiny_model,
+        resource_config={
+            "current_host": "algo-2",
+            "hosts": ["algo-1", "algo-2"],
+            "network_interface_name": "eth0",
+        },
+    )
+    env = {"LLMFT_OPT_ML": str(root), "LLMFT_GPUS_PER_NODE": "8"}
+    job = cli.prepare_job(JobPaths.from_env(env), env)
+    assert job.plan.world_size == 16 and not job.plan.is_primary
+    assert "--node_rank=1" in job.plan.command and "--master_addr=algo-1" in job.plan.command
+    assert job.plan.env["NCCL_SOCKET_IFNAME"] == "eth0"
+    assert Path(job.config["deepspeed"]).is_file(), "the ZeRO-3 config the recipe names is not shipped"
+    assert job.config["bf16"] is True, "a GPU run keeps the recipe's precision"
+    written = yaml.safe_load(job.config_path.read_text())
+    assert written == job.config
+    assert job.plan.command[-1] == str(job.config_path)
+
+
+def test_slurm_job_is_planned_from_slurm_variables(tmp_path, tiny_model):
+    root = write_job(tmp_path / "opt_ml", {"recipe": "full_sft"}, alpaca_rows(4), tiny_model)
+    (root / "input" / "config" / "resourceconfig.json").unlink()
+    env = {
+        "LLMFT_OPT_ML": str(root),
+        "SLURM_JOB_NODELIST": "p5-st1-[001-004]",
+        "SLURM_NNODES": "4",
+        "SLURM_NODEID": "0",
+        "SLURM_GPUS_ON_NODE": "8",
+    }
+    job = cli.prepare_job(JobPaths.from_env(env), env)
+    assert job.plan.world_size == 32 and job.plan.is_primary
+    assert "--master_addr=p5-st1-001" in job.plan.command
+    assert "--nnodes=4" in job.plan.command
+    assert job.config["finetuning_type"] == "full"
