@@ -198,6 +198,14 @@ def test_bad_job_inputs_are_reported_before_training(
     assert not (root / "model").exists(), "nothing may be written to the model folder on failure"
 
 
+def test_bad_gpu_count_override_is_reported(tmp_path, tiny_model, monkeypatch):
+    root = write_job(tmp_path / "opt_ml", FAST, alpaca_rows(2), tiny_model)
+    use_env(monkeypatch, {**train_env(root, tmp_path), "LLMFT_GPUS_PER_NODE": "two"})
+    assert cli.main() == 1
+    failure = (root / "output" / "failure").read_text()
+    assert failure == "LLMFT_GPUS_PER_NODE='two' must be a whole number of GPUs, 0 or more\n"
+
+
 def test_missing_model_is_reported(tmp_path, monkeypatch):
     root = write_job(tmp_path / "opt_ml", {}, alpaca_rows(2))
     use_env(monkeypatch, train_env(root, tmp_path))
@@ -241,6 +249,8 @@ def test_sagemaker_multi_node_job_is_planned_from_its_config_files(tmp_path, tin
     written = yaml.safe_load(job.config_path.read_text())
     assert written == job.config
     assert job.plan.command[-1] == str(job.config_path)
+    assert job.config_path.parent.name == "node-1", "nodes sharing a root would overwrite each other"
+    assert job.config["dataset_dir"] == str(job.config_path.parent / "data")
 
 
 def test_slurm_job_is_planned_from_slurm_variables(tmp_path, tiny_model):
