@@ -268,3 +268,19 @@ def test_slurm_job_is_planned_from_slurm_variables(tmp_path, tiny_model):
     assert "--master_addr=p5-st1-001" in job.plan.command
     assert "--nnodes=4" in job.plan.command
     assert job.config["finetuning_type"] == "full"
+
+
+def test_full_sft_run_leaves_the_full_model(tmp_path, tiny_model):
+    root = write_job(
+        tmp_path / "opt_ml",
+        {**FAST, "recipe": "full_sft", "max_steps": "1", "save_steps": "100"},
+        alpaca_rows(20),
+        tiny_model,
+    )
+    result = run_train_command(train_env(root, tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = root / "model"
+    assert (model / "config.json").is_file(), "full fine-tuning must leave a loadable model config"
+    assert list(model.glob("model*.safetensors")), "full fine-tuning left no weights"
+    assert not (model / "adapter_config.json").exists()
+    assert json.loads((model / "metrics.json").read_text())["global_step"] == 1
