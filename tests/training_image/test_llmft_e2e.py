@@ -12,7 +12,8 @@ import boto3
 import pytest
 import yaml
 from botocore.stub import Stubber
-from conftest import alpaca_rows, run_train_command, start_train_command, train_env, write_job
+from conftest import run_train_command, start_train_command, train_env
+from jobtree import alpaca_rows, write_job
 from llmft_train import cli
 from llmft_train.paths import JobPaths
 from llmft_train.progress import parse_metrics

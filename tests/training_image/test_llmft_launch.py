@@ -77,6 +77,7 @@ def test_single_node_with_several_gpus_uses_torchrun():
     plan = plan_launch(cluster, {}, ARGS, PYTHON)
     assert option(plan.command, "nnodes") == "1"
     assert option(plan.command, "nproc_per_node") == "4"
+    assert option(plan.command, "master_addr") == "127.0.0.1"
     assert plan.world_size == 4
 
 

@@ -26,7 +26,8 @@ class Cluster:
 
     @property
     def master(self) -> str:
-        return self.hosts[0]
+        # One node talks to itself: loopback works even where its own name does not resolve.
+        return self.hosts[0] if len(self.hosts) > 1 else "127.0.0.1"
 
     @property
     def is_primary(self) -> bool:
