@@ -30,9 +30,7 @@ def list_data_files(channel_dir: Path) -> list[Path]:
     if channel_dir.is_file():
         files = [channel_dir]
     else:
-        files = sorted(
-            p for p in channel_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
+        files = sorted(p for p in channel_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise DatasetError(f"channel {channel_dir.name}: no data files in {channel_dir}")
     for path in files:
