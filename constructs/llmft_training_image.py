@@ -35,7 +35,7 @@ SOURCE_EXCLUDES = [
     "*.egg-info",
     ".venv*",
 ]
-# The AWS PyTorch training deep learning container is the image's base (see training_image/Dockerfile).
+# The AWS PyTorch training deep learning container is the image's base (training_image/Dockerfile).
 DLC_BASE_REPOSITORY = "pytorch-training"
 # CloudFormation waits for a custom resource provider at most this long.
 MAX_DEPLOY_WAIT = Duration.hours(2)
@@ -53,7 +53,9 @@ BUILD_SPEC = {
         },
         "build": {
             "commands": [
-                'docker build --build-arg DLC_REGISTRY="$DLC_REGISTRY" --tag "$REPOSITORY_URI:$IMAGE_TAG" .',
+                # The Dockerfile's base: pytorch-training from the DLC registry of this region.
+                'docker build --build-arg BASE_REGISTRY_ACCOUNT="$DLC_ACCOUNT"'
+                ' --build-arg BASE_REGION="$AWS_REGION" --tag "$REPOSITORY_URI:$IMAGE_TAG" .',
                 # Pushed in the build phase: post_build would also run after a failed build.
                 'docker push "$REPOSITORY_URI:$IMAGE_TAG"',
             ]
@@ -116,6 +118,7 @@ class TrainingImageBuild(Construct):
                     "REPOSITORY_URI": codebuild.BuildEnvironmentVariable(
                         value=self.repository.repository_uri
                     ),
+                    "DLC_ACCOUNT": codebuild.BuildEnvironmentVariable(value=config.dlc_registry_account),
                     "DLC_REGISTRY": codebuild.BuildEnvironmentVariable(value=dlc_registry),
                     "IMAGE_TAG": codebuild.BuildEnvironmentVariable(value=self.image_tag),
                 },

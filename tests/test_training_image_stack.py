@@ -8,6 +8,7 @@ from aws_cdk.assertions import Match, Template
 
 from constructs.llmft_training_image import BUILD_SPEC, TrainingImageBuild
 from project_config.training import TrainingConfig
+from tests.conftest import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_build_is_privileged_encrypted_logged_and_outside_the_vpc(template):
     assert "VpcConfig" not in project, "the build must reach PyPI and the DLC registry without a NAT"
     assert project["TimeoutInMinutes"] == 100
     names = {v["Name"] for v in project["Environment"]["EnvironmentVariables"]}
-    assert {"REPOSITORY_URI", "DLC_REGISTRY", "IMAGE_TAG"} <= names, names
+    assert {"REPOSITORY_URI", "DLC_ACCOUNT", "DLC_REGISTRY", "IMAGE_TAG"} <= names, names
     template.has_resource_properties(
         "AWS::Logs::LogGroup", {"KmsKeyId": Match.any_value(), "RetentionInDays": 90}
     )
@@ -56,6 +57,10 @@ def test_buildspec_logs_in_to_the_dlc_registry_and_pushes_in_the_build_phase():
     build = BUILD_SPEC["phases"]["build"]["commands"]
     assert "--password-stdin" in pre_build and '$LOGIN "$DLC_REGISTRY"' in pre_build, pre_build
     assert build[-1].startswith("docker push") and "post_build" not in BUILD_SPEC["phases"]
+    # The Dockerfile's FROM is built from these two arguments.
+    dockerfile = (ROOT / "training_image" / "Dockerfile").read_text()
+    for argument in ("BASE_REGISTRY_ACCOUNT", "BASE_REGION"):
+        assert f"ARG {argument}" in dockerfile and f'--build-arg {argument}="$' in " ".join(build), argument
 
 
 def test_dlc_registry_account_is_configurable(template):
