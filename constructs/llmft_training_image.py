@@ -113,6 +113,7 @@ class TrainingImageBuild(Construct):
                 build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
                 # The GPU base image is large: the large type has the disk and memory to build it.
                 compute_type=codebuild.ComputeType.LARGE,
+                # docker build needs it; the project runs only our buildspec on our own source asset.
                 privileged=True,
                 environment_variables={
                     "REPOSITORY_URI": codebuild.BuildEnvironmentVariable(
@@ -146,16 +147,6 @@ class TrainingImageBuild(Construct):
                     )
                 ],
             )
-        )
-        NagSuppressions.add_resource_suppressions(
-            self.project,
-            [
-                {
-                    "id": "AwsSolutions-CB3",
-                    "reason": "docker build needs a privileged build container; it runs only our buildspec "
-                    "on our own source asset",
-                }
-            ],
         )
         NagSuppressions.add_resource_suppressions(
             self.project.role.node.find_child("DefaultPolicy"),

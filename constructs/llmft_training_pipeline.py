@@ -71,7 +71,7 @@ class TrainingPipeline(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         key, bucket = store.key, store.data_bucket
-        subnet_ids = network.vpc.select_subnets(**_selection(network)).subnet_ids
+        subnet_ids = network.vpc.select_subnets(subnet_type=network.workload_subnets.subnet_type).subnet_ids
         self.settings = pipeline_settings(config, len(subnet_ids))
 
         self.topic = sns.Topic(
@@ -265,7 +265,3 @@ class TrainingPipeline(Construct):
                 }
             ],
         )
-
-
-def _selection(network: TrainingNetwork) -> dict:
-    return {"subnet_type": network.workload_subnets.subnet_type}

@@ -7,6 +7,7 @@ from moto import mock_aws
 from moto.sagemaker import models as sagemaker_models
 from moto.sagemaker.exceptions import ValidationError
 
+from tests.conftest import synthesize
 from tests.pipeline_moto import BUCKET, TEST_VALUES, PipelineWorld
 
 VALID_REQUEST = {
@@ -135,15 +136,17 @@ def test_a_hub_model_id_becomes_a_hyperparameter_and_defaults_fill_the_rest(worl
     assert created["TrainingJobName"].startswith("llmft-"), "a job name is generated when none is given"
 
 
-def test_an_instance_type_without_local_storage_gets_a_kms_encrypted_volume(world, full_app):
-    # The default list has only NVMe types; take the EBS branch's rendering straight from the template.
-    states = json.loads(
-        full_app.template(full_app.stacks.training_pipeline)
-        .find_resources("AWS::StepFunctions::StateMachine")
-        .popitem()[1]["Properties"]["DefinitionString"]
-    )["States"]
-    assert states["Resources on EBS with the project key"]["Parameters"]["VolumeKmsKeyId"] == "${KmsKeyArn}"
-    assert "VolumeKmsKeyId" not in states["Resources on local NVMe"]["Parameters"]
+def test_an_instance_type_without_local_storage_gets_a_kms_encrypted_volume(tmp_path_factory):
+    app = synthesize(
+        tmp_path_factory.mktemp("cdk-ebs"),
+        {"training": {"allowed_instance_types": ["ml.g5.2xlarge", "ml.p3.2xlarge"]}},
+    )
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        world = PipelineWorld(app.template(app.stacks.training_pipeline))
+        run = world.run({**VALID_REQUEST, "instance_type": "ml.p3.2xlarge"})
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    (created,) = run.created_jobs()
+    assert created["ResourceConfig"]["VolumeKmsKeyId"] == TEST_VALUES["KmsKeyArn"], created["ResourceConfig"]
 
 
 def test_a_job_polled_while_in_progress_is_waited_for(world, monkeypatch):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from training_pipeline.request import BUCKET_PLACEHOLDER, defaults
@@ -67,7 +67,6 @@ class PipelineSettings:
     poll_seconds: int = 60
     capacity_attempts: int = 3
     capacity_wait_seconds: int = 600
-    extra_tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def max_runtime_hours(self) -> int:
@@ -350,7 +349,6 @@ def create_job_parameters(settings: PipelineSettings) -> dict:
             {"Key": "llmft:execution-arn", "Value.$": "$$.Execution.Id"},
             {"Key": "llmft:execution-name", "Value.$": "$$.Execution.Name"},
             {"Key": "llmft:adapter-name", "Value.$": f"{REQUEST}.adapter_name"},
-            *({"Key": key, "Value": value} for key, value in settings.extra_tags.items()),
         ],
     }
     if settings.with_hf_token_secret:
