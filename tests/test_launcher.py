@@ -130,6 +130,10 @@ def test_an_invalid_request_exits_2_naming_the_fields_and_starts_nothing(world, 
 def test_validate_only_needs_no_aws(tmp_path):
     code, out, _ = _launch(_write(tmp_path, VALID_REQUEST), "--validate-only")
     assert code == 0 and out.endswith(": valid\n"), out
+    code, _, err = _launch(
+        _write(tmp_path, VALID_REQUEST), "--validate-only", "--data-bucket", "another-bucket"
+    )
+    assert code == 2 and "train_data: must be an S3 URI in the data bucket" in err, err
 
 
 def test_a_file_that_is_not_json_exits_2(tmp_path):
