@@ -54,17 +54,17 @@ class HyperPodConfig:
     workers: tuple[InstanceGroupConfig, ...] = DEFAULT_WORKERS
     fsx: FsxConfig = field(default_factory=FsxConfig)
 
-    @property
-    def groups(self) -> tuple[InstanceGroupConfig, ...]:
-        return (self.controller, *((self.login,) if self.login else ()), *self.workers)
 
-
-def _group(raw: Any, key: str, *, name: str | None, default: InstanceGroupConfig, worker: bool):
-    allowed = ["instance_type", "count", "ebs_volume_gib"]
+def _group(
+    raw: Any, key: str, *, name: str | None, default: InstanceGroupConfig, worker: bool
+) -> InstanceGroupConfig:
+    # Slurm has exactly one controller here; HyperPod replaces it when it fails.
+    counted = worker or name == "login"
+    allowed = ["instance_type", "ebs_volume_gib", *(["count"] if counted else [])]
     if worker:
         allowed += ["name", "partition"]
     values = checks.section(raw, key, allowed)
-    group_name = name
+    group_name, partition = name, None
     if worker:
         group_name = checks.string(
             f"{key}.name",
@@ -76,8 +76,6 @@ def _group(raw: Any, key: str, *, name: str | None, default: InstanceGroupConfig
             raise checks.ConfigError(
                 f"{key}.name", group_name, f"expected a name other than {', '.join(RESERVED_GROUP_NAMES)}"
             )
-    partition = None
-    if worker:
         partition = checks.string(
             f"{key}.partition",
             values.get("partition", group_name),
@@ -89,11 +87,10 @@ def _group(raw: Any, key: str, *, name: str | None, default: InstanceGroupConfig
         instance_type=checks.instance_type(
             f"{key}.instance_type", values.get("instance_type", default.instance_type)
         ),
-        # Slurm has exactly one controller node here; HyperPod replaces it when it fails.
         count=(
             checks.integer(f"{key}.count", values.get("count", default.count), minimum=1, maximum=256)
-            if worker or name == "login"
-            else checks.integer(f"{key}.count", values.get("count", 1), minimum=1, maximum=1)
+            if counted
+            else 1
         ),
         ebs_volume_gib=checks.integer(
             f"{key}.ebs_volume_gib",
