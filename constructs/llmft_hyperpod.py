@@ -151,30 +151,33 @@ class HyperPodCluster(Construct):
                 self.file_system_security_group, port, "Lustre to the file system"
             )
 
-        self.file_system = fsx.LustreFileSystem(
+        # The L1 resource: the L2 construct adds its own 988-1023 rule, wider than Lustre's ports.
+        self.file_system = fsx.CfnFileSystem(
             self,
             "FileSystem",
-            vpc=vpc,
-            vpc_subnet=self.subnet,
-            security_group=self.file_system_security_group,
-            storage_capacity_gib=config.fsx.storage_gib,
-            file_system_type_version=fsx.FileSystemTypeVersion.V_2_15,
-            kms_key=key,
-            lustre_configuration=fsx.LustreConfiguration(
-                deployment_type=fsx.LustreDeploymentType.PERSISTENT_2,
+            file_system_type="LUSTRE",
+            file_system_type_version="2.15",
+            storage_capacity=config.fsx.storage_gib,
+            subnet_ids=[self.subnet.subnet_id],
+            security_group_ids=[self.file_system_security_group.security_group_id],
+            kms_key_id=key.key_id,
+            lustre_configuration=fsx.CfnFileSystem.LustreConfigurationProperty(
+                deployment_type="PERSISTENT_2",
                 per_unit_storage_throughput=config.fsx.throughput_per_tib,
-                data_compression_type=fsx.LustreDataCompressionType.LZ4,
+                data_compression_type="LZ4",
             ),
-            removal_policy=RemovalPolicy.RETAIN
-            if config.fsx.on_delete == "retain"
-            else RemovalPolicy.DESTROY,
         )
+        self.file_system.apply_removal_policy(
+            RemovalPolicy.RETAIN if config.fsx.on_delete == "retain" else RemovalPolicy.DESTROY
+        )
+        self.fsx_dns_name = self.file_system.attr_dns_name
+        self.fsx_mount_name = self.file_system.attr_lustre_mount_name
         events = ["NEW", "CHANGED", "DELETED"]
         for association in associations(config.fsx):
             fsx.CfnDataRepositoryAssociation(
                 self,
                 "Association" + "".join(p.capitalize() for p in association.file_system_path[1:].split("-")),
-                file_system_id=self.file_system.file_system_id,
+                file_system_id=self.file_system.ref,
                 file_system_path=association.file_system_path,
                 data_repository_path=data_bucket.s3_url_for_object(association.prefix),
                 batch_import_meta_data_on_create=True,
@@ -236,8 +239,8 @@ class HyperPodCluster(Construct):
 
         parameters = provisioning_parameters(
             config,
-            fsx_dns_name=self.file_system.dns_name,
-            fsx_mount_name=self.file_system.mount_name,
+            fsx_dns_name=self.fsx_dns_name,
+            fsx_mount_name=self.fsx_mount_name,
             image_uri=same_account_image_uri(repository, image_uri),
         )
         self.lifecycle = s3deploy.BucketDeployment(

@@ -39,8 +39,8 @@ class HyperPodStack(Stack):
         cluster = self.hyperpod.cluster
         controller = config.controller.name
         CfnOutput(self, "ClusterArn", value=cluster.attr_cluster_arn)
-        CfnOutput(self, "FileSystemDnsName", value=self.hyperpod.file_system.dns_name)
-        CfnOutput(self, "FileSystemMountName", value=self.hyperpod.file_system.mount_name)
+        CfnOutput(self, "FileSystemDnsName", value=self.hyperpod.fsx_dns_name)
+        CfnOutput(self, "FileSystemMountName", value=self.hyperpod.fsx_mount_name)
         CfnOutput(self, "LifecycleScriptsUri", value=self.hyperpod.lifecycle_uri)
         CfnOutput(
             self,

@@ -141,6 +141,21 @@ def test_lustre_ports_are_open_both_ways_between_nodes_and_file_system(hp, ports
         assert opened(kind, fs, fs), f"{kind} between the file servers themselves, ports {ports}"
 
 
+def test_file_system_group_opens_nothing_but_lustres_ports(hp):
+    template = hp.template
+    fs = logical_id(template, "AWS::EC2::SecurityGroup", "FileSystemSecurityGroup")
+    opened = {
+        (r["IpProtocol"], r["FromPort"], r["ToPort"])
+        for kind in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress")
+        for r in rules(template, kind, fs)
+    }
+    assert opened == {("tcp", 988, 988), ("tcp", 1018, 1023)}, opened
+    group = template.find_resources("AWS::EC2::SecurityGroup")[fs]["Properties"]
+    assert not group.get("SecurityGroupIngress") and all(
+        r.get("CidrIp") == "255.255.255.255/32" for r in group.get("SecurityGroupEgress", [])
+    ), f"no inline rule may widen the file system's group: {group}"
+
+
 # --- FSx for Lustre ---------------------------------------------------------------------------------
 
 
@@ -378,7 +393,7 @@ def test_provisioning_parameters_name_groups_partitions_file_system_and_image(hp
     for marker, value in markers.items():
         if "LustreMountName" in value:
             text = text.replace(marker, '"MOUNT"')
-        elif ".fsx." in value:
+        elif "DNSName" in value:
             text = text.replace(marker, '"DNS"')
         elif ".dkr.ecr." in value:
             assert f":{IMAGE_TAG}" in value and "Fn::Split" not in value, value
