@@ -61,7 +61,7 @@ write_if_changed() {
     return 1
   fi
   mkdir -p "$(dirname "${target}")"
-  printf '%s' "${content}" >"${target}"
+  printf '%s\n' "${content%$'\n'}" >"${target}"
   return 0
 }
 
@@ -110,8 +110,14 @@ step_home_folders() {
       continue
     fi
     home="${FSX_MOUNT_POINT}/home/${user}"
-    mkdir -p "${ROOT}${home}"
-    chown "${user}:" "${ROOT}${home}"
+    # Only a new home gets the skeleton and a recursive chown; a home full of data is left as it is.
+    if [[ ! -d ${ROOT}${home} ]]; then
+      mkdir -p "${ROOT}${home}"
+      if [[ -d ${ROOT}/etc/skel ]]; then
+        cp -r "${ROOT}/etc/skel/." "${ROOT}${home}/"
+      fi
+      chown -R "${user}:" "${ROOT}${home}"
+    fi
     if [[ "$(getent passwd "${user}" | cut -d: -f6)" != "${home}" ]]; then
       usermod --home "${home}" "${user}"
     fi

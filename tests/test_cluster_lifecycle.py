@@ -185,6 +185,8 @@ def make_node(tmp_path: Path) -> dict:
     (root / "opt/slurm/etc/slurm.conf").write_text("SlurmctldHost=ip-1(10.0.0.10)\n")
     (root / "usr/local/lib/slurm").mkdir(parents=True)
     (root / "usr/local/lib/slurm/spank_pyxis.so").write_text("")
+    (root / "etc/skel").mkdir(parents=True)
+    (root / "etc/skel/.bashrc").write_text("# skeleton\n")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name in STUBBED:
@@ -250,7 +252,8 @@ def test_controller_mounts_fsx_first_then_starts_slurmctld(controller):
 def test_controller_moves_homes_to_fsx_and_publishes_the_job_scripts(controller):
     root = controller["root"]
     assert "usermod --home /fsx/home/ubuntu ubuntu" in calls(controller)
-    assert (root / "fsx/home/ubuntu").is_dir()
+    assert (root / "fsx/home/ubuntu/.bashrc").read_text() == "# skeleton\n", "a new home gets the skeleton"
+    assert f"chown -R ubuntu: {root}/fsx/home/ubuntu" in calls(controller)
     assert (root / "fsx/llmft/sbatch/llamafactory-multinode.sbatch").is_file()
     env = (root / "fsx/llmft/cluster.env").read_text()
     assert "LLMFT_IMAGE='123456789012.dkr.ecr.eu-west-1.amazonaws.com#llmft-train:abc123'" in env
@@ -314,6 +317,7 @@ def test_running_twice_changes_nothing_twice(tmp_path):
     assert (root / "etc/fstab").read_text().count("@tcp:/abcdefgh") == 1
     assert (root / "opt/slurm/etc/plugstack.conf").read_text().count("include") == 1
     assert calls(node).count("systemctl restart docker") == 1, "docker restarts only when its config changes"
+    assert sum(c.startswith("chown -R ubuntu:") for c in calls(node)) == 1, "an existing home is left alone"
 
 
 def test_a_mount_that_never_comes_up_stops_everything_with_the_steps_name(tmp_path):
