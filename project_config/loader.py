@@ -8,6 +8,7 @@ from project_config import checks
 from project_config.data import DataConfig, parse_data
 from project_config.hyperpod import HyperPodConfig, parse_hyperpod
 from project_config.network import NetworkConfig, parse_network
+from project_config.training import TrainingConfig, parse_training
 
 CONTEXT_KEY = "llmft"
 ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
@@ -22,6 +23,7 @@ class ProjectConfig:
     region: str | None = None
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     hyperpod: HyperPodConfig = field(default_factory=HyperPodConfig)
 
     @property
@@ -74,6 +76,7 @@ def load_config(raw: Any) -> ProjectConfig:
         region=region,
         network=network,
         data=parse_data(values.get("data"), f"{key}.data"),
+        training=parse_training(values.get("training"), f"{key}.training"),
         hyperpod=parse_hyperpod(
             values.get("hyperpod"), f"{key}.hyperpod", network_zones=network.availability_zones
         ),

@@ -1,74 +1,59 @@
-"""HyperPod stack: security groups, FSx for Lustre, the cluster, its role, its lifecycle scripts, gates."""
+"""HyperPod stack: security groups, FSx for Lustre, the cluster, its role, its lifecycle scripts."""
 
 import json
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import aws_cdk as cdk
 import pytest
-from aws_cdk import aws_ecr as ecr
-from aws_cdk.assertions import Annotations, Match, Template
+from aws_cdk.assertions import Match, Template
 
-import app as cdk_app
 from constructs.llmft_hyperpod import LIFECYCLE_PREFIX, provisioning_parameters
-from project_config import CONTEXT_KEY, load_config
+from project_config import load_config
 from stacks.hyperpod_stack import HyperPodStack
-from tests.conftest import CDK_JSON_CONTEXT, ROOT, project_context
-from tests.test_gates import NAG_MESSAGE
-from tests.test_snapshots import normalized
+from tests.conftest import SynthesizedApp, project_context, synthesize
 
-IMAGE_TAG = "test-tag"
 MANAGED_POLICY = "AmazonSageMakerClusterInstanceRolePolicy"
 
 
 @dataclass
 class HyperPodApp:
-    stacks: cdk_app.Stacks
-    image_stack: cdk.Stack
-    hyperpod: HyperPodStack
-    out_dir: Path
+    app: SynthesizedApp
+
+    @property
+    def stacks(self):
+        return self.app.stacks
+
+    @property
+    def hyperpod(self) -> HyperPodStack:
+        assert self.stacks.hyperpod is not None, "hyperpod.enabled is true: the app must build the stack"
+        return self.stacks.hyperpod
+
+    @property
+    def out_dir(self) -> Path:
+        return self.app.out_dir
 
     @property
     def template(self) -> Template:
         return Template.from_stack(self.hyperpod)
 
-    def template_json(self) -> dict:
-        return json.loads((self.out_dir / f"{self.hyperpod.stack_name}.template.json").read_text())
+    @property
+    def image_tag(self) -> str:
+        return self.stacks.training_image.image.image_tag
 
 
 def synthesize_hyperpod(out_dir: Path, hyperpod: dict | None = None, **overrides) -> HyperPodApp:
-    """The project's app plus the HyperPod stack, fed by a stand-in for the TrainingImage stack."""
-    context = {
-        **CDK_JSON_CONTEXT,
-        CONTEXT_KEY: project_context({"hyperpod": {"enabled": True, **(hyperpod or {})}, **overrides}),
-    }
-    app = cdk.App(context=context, outdir=str(out_dir), analytics_reporting=False)
-    config = load_config(context[CONTEXT_KEY])
-    stacks = cdk_app.build(app, config)
-    env = None if config.env_agnostic else cdk.Environment(account=config.account, region=config.region)
-    # Another stack, as the TrainingImage stack will be: its repository crosses a stack boundary.
-    image_stack = cdk.Stack(app, "TestImage", env=env)
-    repository = ecr.Repository(image_stack, "Repository")
-    hyperpod = HyperPodStack(
-        app,
-        f"{config.stack_prefix}-HyperPod",
-        config=config.hyperpod,
-        network=stacks.network.network,
-        store=stacks.data.store,
-        repository=repository,
-        image_uri=repository.repository_uri_for_tag(IMAGE_TAG),
-        env=env,
-    )
-    app.synth()
-    return HyperPodApp(stacks=stacks, image_stack=image_stack, hyperpod=hyperpod, out_dir=out_dir)
+    return HyperPodApp(synthesize(out_dir, {"hyperpod": {"enabled": True, **(hyperpod or {})}, **overrides}))
 
 
 @pytest.fixture(scope="module")
-def hp(tmp_path_factory) -> HyperPodApp:
-    return synthesize_hyperpod(tmp_path_factory.mktemp("cdk-hyperpod"))
+def hp(full_app) -> HyperPodApp:
+    """The app with every optional stack on: HyperPod takes the TrainingImage stack's repository."""
+    return HyperPodApp(full_app)
+
+
+def test_hyperpod_is_off_by_default(default_app):
+    assert default_app.stacks.hyperpod is None, "HyperPod costs money: cdk.json must leave it off"
 
 
 def resources(template: Template, kind: str) -> list[dict]:
@@ -396,7 +381,7 @@ def test_provisioning_parameters_name_groups_partitions_file_system_and_image(hp
         elif "DNSName" in value:
             text = text.replace(marker, '"DNS"')
         elif ".dkr.ecr." in value:
-            assert f":{IMAGE_TAG}" in value and "Fn::Split" not in value, value
+            assert f":{hp.image_tag}" in value and "Fn::Split" not in value, value
             text = text.replace(marker, '"IMAGE"')
     params = json.loads(text)
     assert params == {
@@ -448,32 +433,3 @@ def test_a_pinned_zone_name_selects_that_zones_subnet(tmp_path_factory):
         if s["Properties"]["AvailabilityZone"] == "eu-west-1c" and "workload" in name
     ]
     assert len(zone_c) == 1 and zone_c[0] in json.dumps(subnet_ref), (zone_c, subnet_ref)
-
-
-# --- gates for this stack -----------------------------------------------------------------------------
-
-
-def test_no_unsuppressed_nag_finding_in_any_stack(hp):
-    for stack in (*hp.stacks.all(), hp.hyperpod):
-        annotations = Annotations.from_stack(stack)
-        findings = annotations.find_error("*", NAG_MESSAGE) + annotations.find_warning("*", NAG_MESSAGE)
-        assert not findings, f"{stack.stack_name}: " + "\n".join(str(f.entry.data) for f in findings)
-
-
-def test_cfn_lint_reports_nothing(hp):
-    templates = [str(p) for p in sorted(hp.out_dir.glob("*.template.json"))]
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "cfn-lint"), "--config-file", ".cfnlintrc.yaml", "--", *templates],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_template_matches_its_snapshot(hp, snapshot):
-    from syrupy.extensions.json import JSONSnapshotExtension
-
-    assert normalized(hp.template.to_json()) == snapshot.use_extension(JSONSnapshotExtension)(
-        name="hyperpod-LlmFt-HyperPod"
-    )

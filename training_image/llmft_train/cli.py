@@ -102,7 +102,10 @@ def _read_json(path: Path, default: Any) -> Any:
 
 def detect_gpus(env: Mapping[str, str]) -> int:
     if env.get(GPUS_ENV):
-        return int(env[GPUS_ENV])
+        value = env[GPUS_ENV]
+        if not value.isdigit():
+            raise ConfigError(f"{GPUS_ENV}={value!r} must be a whole number of GPUs, 0 or more")
+        return int(value)
     import torch
 
     return torch.cuda.device_count()
@@ -137,7 +140,9 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     gpus = detect_gpus(env)
     cluster = discover_cluster(paths, env, gpus)
 
-    data_dir = paths.work_dir / "data"
+    # One folder per node: under Slurm the root may be a file system every node shares.
+    work_dir = paths.work_dir / f"node-{cluster.node_rank}"
+    data_dir = work_dir / "data"
     layout, rows = prepare_channel(paths.channel("train"), data_dir / "train.jsonl", settings.dataset_format)
     info = {"train": dataset_info_entry(layout, "train.jsonl")}
     has_validation = paths.channel("validation").exists()
@@ -148,7 +153,6 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     print(f"llmft data layout={layout} train_rows={rows} validation={has_validation}", flush=True)
 
     resume = find_resume_checkpoint(paths.checkpoints)
-    probe = plan_launch(cluster, env, [], sys.executable)
     config = resolve_llamafactory_config(
         settings,
         RunInputs(
@@ -157,11 +161,11 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
             has_validation=has_validation,
             output_dir=str(paths.checkpoints),
             resume_from=str(resume) if resume else None,
-            world_size=probe.world_size,
+            world_size=cluster.world_size,
             has_gpu=gpus > 0,
         ),
     )
-    config_path = paths.work_dir / "llamafactory_config.yaml"
+    config_path = work_dir / "llamafactory_config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=True))
     plan = plan_launch(cluster, env, ["train", str(config_path)], sys.executable, count_efa_devices())
     return Job(settings, config, config_path, plan, resume.name if resume else None)
@@ -199,7 +203,7 @@ def write_model(paths: JobPaths, job: Job, run_env: Mapping[str, str]) -> None:
     (paths.model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if job.settings.merge_adapter:
         merge = export_config(job.config, str(paths.model_dir), str(paths.model_dir / "merged"))
-        merge_path = paths.work_dir / "llamafactory_export.yaml"
+        merge_path = job.config_path.with_name("llamafactory_export.yaml")
         merge_path.write_text(yaml.safe_dump(merge, sort_keys=True))
         command = [sys.executable, "-m", "llmft_train.worker", "export", str(merge_path)]
         _run(command, run_env, "merge")

@@ -32,6 +32,15 @@ class Cluster:
     def is_primary(self) -> bool:
         return self.node_rank == 0
 
+    @property
+    def processes_per_node(self) -> int:
+        # A machine without GPUs still runs one (CPU) process.
+        return max(self.gpus_per_node, 1)
+
+    @property
+    def world_size(self) -> int:
+        return len(self.hosts) * self.processes_per_node
+
 
 @dataclass(frozen=True)
 class LaunchPlan:
@@ -140,9 +149,9 @@ def plan_launch(
     efa_devices: int = 0,
 ) -> LaunchPlan:
     """One process for one device; torchrun across all GPUs of all nodes otherwise."""
-    nproc = max(cluster.gpus_per_node, 1)
+    nproc = cluster.processes_per_node
     nnodes = len(cluster.hosts)
-    world_size = nnodes * nproc
+    world_size = cluster.world_size
     worker = ["-m", WORKER_MODULE, *worker_args]
     if world_size == 1:
         return LaunchPlan(command=[python, *worker], world_size=1, is_primary=True)
