@@ -127,7 +127,7 @@ class HyperPodCluster(Construct):
         self.node_security_group.add_egress_rule(
             self.node_security_group, ec2.Port.all_traffic(), "All traffic to other cluster nodes"
         )
-        # AWS APIs, ECR, S3 and the OS package mirror, through the VPC endpoints or the NAT gateway.
+        # AWS APIs, ECR and S3, through the VPC endpoints or the NAT gateway; no plain HTTP anywhere.
         self.node_security_group.add_egress_rule(ec2.Peer.any_ipv4(), ec2.Port.tcp(443), "HTTPS to AWS")
 
         self.file_system_security_group = ec2.SecurityGroup(
