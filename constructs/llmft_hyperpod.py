@@ -17,7 +17,7 @@ from cdk_nag import NagSuppressions
 
 from constructs import Construct
 from constructs.llmft_logs import encrypted_log_group
-from project_config.hyperpod import FsxConfig, HyperPodConfig
+from project_config.hyperpod import FsxConfig, HyperPodConfig, InstanceGroupConfig
 
 LIFECYCLE_DIR = Path(__file__).resolve().parent.parent / "cluster_lifecycle"
 # Scripts live under this prefix of the data bucket, read by the cluster role only (see docs/hyperpod.md).
@@ -27,6 +27,8 @@ MOUNT_POINT = "/fsx"
 # Lustre: 988 for the servers, 1018-1023 for LNet between clients and servers.
 LUSTRE_PORTS = (ec2.Port.tcp(988), ec2.Port.tcp_range(1018, 1023))
 INSTANCE_ROLE_POLICY = "AmazonSageMakerClusterInstanceRolePolicy"
+# The script upload's own logs matter only around a deploy.
+DEPLOYMENT_LOG_RETENTION_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -252,7 +254,9 @@ class HyperPodCluster(Construct):
             ],
             destination_bucket=data_bucket,
             destination_key_prefix=LIFECYCLE_PREFIX,
-            log_group=encrypted_log_group(self, "LifecycleDeploymentLogs", key=key, retention_days=90),
+            log_group=encrypted_log_group(
+                self, "LifecycleDeploymentLogs", key=key, retention_days=DEPLOYMENT_LOG_RETENTION_DAYS
+            ),
         )
         self.lifecycle_uri = data_bucket.s3_url_for_object(LIFECYCLE_PREFIX)
 
@@ -280,7 +284,9 @@ class HyperPodCluster(Construct):
         self.cluster_id = Fn.select(1, Fn.split("/", self.cluster.attr_cluster_arn))
         self._suppress(Stack.of(self), config)
 
-    def _group(self, group, *, threads_per_core: int | None, key: kms.IKey):
+    def _group(
+        self, group: InstanceGroupConfig, *, threads_per_core: int | None, key: kms.IKey
+    ) -> sagemaker.CfnCluster.ClusterInstanceGroupProperty:
         return sagemaker.CfnCluster.ClusterInstanceGroupProperty(
             instance_group_name=group.name,
             instance_type=group.instance_type,
