@@ -128,8 +128,20 @@ def train_env(root: Path, home: Path) -> dict[str, str]:
     return env
 
 
-def run_train_command(env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
-    """Run the installed `train` console script, as SageMaker's `docker run <image> train` does."""
+def train_script() -> str:
+    """The installed `train` console script, which SageMaker's `docker run <image> train` runs."""
     train = shutil.which("train", path=str(Path(sys.executable).parent))
     assert train, f"`train` console script not found next to {sys.executable}"
-    return subprocess.run([train], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    return train
+
+
+def run_train_command(env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [train_script()], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def start_train_command(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [train_script()], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )

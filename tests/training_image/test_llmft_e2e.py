@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 from pathlib import Path
 
 import boto3
 import pytest
 import yaml
 from botocore.stub import Stubber
-from conftest import alpaca_rows, run_train_command, train_env, write_job
+from conftest import alpaca_rows, run_train_command, start_train_command, train_env, write_job
 from llmft_train import cli
 from llmft_train.paths import JobPaths
 from llmft_train.progress import parse_metrics
@@ -284,3 +285,41 @@ def test_full_sft_run_leaves_the_full_model(tmp_path, tiny_model):
     assert list(model.glob("model*.safetensors")), "full fine-tuning left no weights"
     assert not (model / "adapter_config.json").exists()
     assert json.loads((model / "metrics.json").read_text())["global_step"] == 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_node_job_trains_through_torchrun_on_loopback(tmp_path, tiny_model):
+    # Two "hosts" on this machine, each with its own /opt/ml, as two SageMaker instances have.
+    hosts = ["127.0.0.1", "localhost"]
+    port = str(free_port())
+    processes = []
+    try:
+        for rank, host in enumerate(hosts):
+            root = write_job(
+                tmp_path / f"node{rank}",
+                {**FAST, "max_steps": "2", "save_steps": "2", "distributed": "ddp"},
+                alpaca_rows(20),
+                tiny_model,
+                resource_config={"current_host": host, "hosts": hosts, "network_interface_name": "lo"},
+            )
+            env = {**train_env(root, tmp_path / f"home{rank}"), "MASTER_PORT": port}
+            processes.append(start_train_command(env))
+        outputs = [process.communicate(timeout=240) for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+    for rank, process in enumerate(processes):
+        assert process.returncode == 0, f"node {rank} failed:\n{outputs[rank][1][-3000:]}"
+    primary, secondary = outputs[0][0], outputs[1][0]
+    assert "--nnodes=2 --node_rank=0" in primary and "--nnodes=2 --node_rank=1" in secondary
+    assert f"--master_addr=127.0.0.1 --master_port={port}" in secondary
+    assert [step for step, _ in progress(primary)] == [1, 2]
+    assert progress(secondary) == [], "only global rank 0 prints progress"
+    assert (tmp_path / "node0" / "model" / "adapter_model.safetensors").is_file()
+    assert json.loads((tmp_path / "node0" / "model" / "metrics.json").read_text())["global_step"] == 2
+    assert not (tmp_path / "node1" / "model").exists(), "a non-primary node wrote model files"

@@ -89,6 +89,20 @@ def test_variables_already_set_by_the_job_are_kept():
     assert "FI_PROVIDER" not in plan.env
 
 
+def test_master_port_chosen_by_the_job_is_kept():
+    cluster = cluster_from_sagemaker(sagemaker_config("algo-1", ["algo-1", "algo-2"]), 8)
+    plan = plan_launch(cluster, {"MASTER_PORT": "29811"}, ARGS, PYTHON)
+    assert option(plan.command, "master_port") == "29811"
+    assert plan.env["MASTER_PORT"] == "29811"
+
+
+@pytest.mark.parametrize("port", ["http", "0", "70000"])
+def test_bad_master_port_is_rejected(port):
+    cluster = cluster_from_sagemaker(sagemaker_config("algo-1", ["algo-1", "algo-2"]), 8)
+    with pytest.raises(ConfigError, match=rf"MASTER_PORT='{port}' is not a TCP port number"):
+        plan_launch(cluster, {"MASTER_PORT": port}, ARGS, PYTHON)
+
+
 @pytest.mark.parametrize(
     ("spec", "hosts"),
     [

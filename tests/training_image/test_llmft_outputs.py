@@ -133,6 +133,12 @@ def test_progress_module_imports_only_the_standard_library():
     assert result.stdout.strip() == "[]", f"progress.py pulled in: {result.stdout}"
 
 
+def test_progress_line_glued_to_a_progress_bar_still_parses():
+    # Logs merge stdout and stderr; a progress bar's carriage return leaves no newline before us.
+    line = " 33%|###       | 1/3 [00:00<00:00,  4.84it/s]" + format_train_line(1, 3.9, 0.0, 0.2, 120.0)
+    assert parse_metrics(line)["train:loss"] == 3.9
+
+
 @pytest.mark.parametrize("value", [0.0, 1e-8, 123456.789])
 def test_learning_rate_formats_stay_parseable(value):
     line = format_train_line(step=1, loss=1.0, learning_rate=value, epoch=0.0, tokens_per_second=0.0)

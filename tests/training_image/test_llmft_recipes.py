@@ -153,6 +153,13 @@ def test_managed_keys_come_from_the_contract():
     assert config["report_to"] == "none"
 
 
+def test_progress_bars_are_off_unless_asked_for():
+    default = resolve_llamafactory_config(parse_hyperparameters({"model_id": "m"}, RECIPES), inputs())
+    assert default["disable_tqdm"] is True
+    asked = parse_hyperparameters({"model_id": "m", "disable_tqdm": "false"}, RECIPES)
+    assert resolve_llamafactory_config(asked, inputs())["disable_tqdm"] is False
+
+
 def test_no_resume_key_without_a_checkpoint_and_no_eval_without_validation():
     config = resolve_llamafactory_config(parse_hyperparameters({"model_id": "m"}, RECIPES), inputs())
     assert "resume_from_checkpoint" not in config

@@ -156,9 +156,13 @@ def plan_launch(
     if world_size == 1:
         return LaunchPlan(command=[python, *worker], world_size=1, is_primary=True)
 
+    # A port the job already chose (another job on a shared Slurm node, say) is kept.
+    port = env.get("MASTER_PORT") or str(MASTER_PORT)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"MASTER_PORT={port!r} is not a TCP port number (1-65535)")
     plan_env = {
         "MASTER_ADDR": cluster.master,
-        "MASTER_PORT": str(MASTER_PORT),
+        "MASTER_PORT": port,
         "NNODES": str(nnodes),
         "NODE_RANK": str(cluster.node_rank),
     }
@@ -178,7 +182,7 @@ def plan_launch(
         f"--node_rank={cluster.node_rank}",
         f"--nproc_per_node={nproc}",
         f"--master_addr={cluster.master}",
-        f"--master_port={MASTER_PORT}",
+        f"--master_port={port}",
         *worker,
     ]
     return LaunchPlan(command=command, env=plan_env, world_size=world_size, is_primary=cluster.is_primary)

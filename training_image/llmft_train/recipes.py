@@ -64,6 +64,7 @@ COMMON_KEYS: dict[str, type] = {
     "preprocessing_num_workers": int,
     "dataloader_num_workers": int,
     "trust_remote_code": bool,
+    "disable_tqdm": bool,
 }
 LORA_KEYS: dict[str, type] = {
     "lora_rank": int,
@@ -320,6 +321,8 @@ def resolve_llamafactory_config(settings: JobSettings, inputs: RunInputs) -> dic
         report_to="none",
         include_num_input_tokens_seen=True,
     )
+    # Progress bars redraw with carriage returns, which glue them to other lines in job logs.
+    config.setdefault("disable_tqdm", True)
     if inputs.resume_from:
         config["resume_from_checkpoint"] = inputs.resume_from
     if inputs.has_validation:
