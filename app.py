@@ -8,6 +8,7 @@ from cdk_nag import AwsSolutionsChecks, NagReportFormat
 
 from project_config import CONTEXT_KEY, ProjectConfig, load_config
 from stacks.data_stack import DataStack
+from stacks.hyperpod_stack import HyperPodStack
 from stacks.network_stack import NetworkStack
 from stacks.training_image_stack import TrainingImageStack
 
@@ -17,6 +18,7 @@ class Stacks:
     data: DataStack
     network: NetworkStack
     training_image: TrainingImageStack
+    hyperpod: HyperPodStack | None
 
     def all(self) -> list[cdk.Stack]:
         return [stack for stack in vars(self).values() if stack is not None]
@@ -37,7 +39,19 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
     training_image = TrainingImageStack(
         app, f"{prefix}-TrainingImage", config=config.training, key=data.store.key, env=env
     )
-    stacks = Stacks(data=data, network=network, training_image=training_image)
+    hyperpod = None
+    if config.hyperpod.enabled:
+        hyperpod = HyperPodStack(
+            app,
+            f"{prefix}-HyperPod",
+            config=config.hyperpod,
+            network=network.network,
+            store=data.store,
+            repository=training_image.image.repository,
+            image_uri=training_image.image.image_uri,
+            env=env,
+        )
+    stacks = Stacks(data=data, network=network, training_image=training_image, hyperpod=hyperpod)
     for stack in stacks.all():
         cdk.Tags.of(stack).add("project", prefix)
     # Checked over the whole app; reports per stack (CSV and JSON) land in the output folder.

@@ -6,6 +6,7 @@ from typing import Any
 
 from project_config import checks
 from project_config.data import DataConfig, parse_data
+from project_config.hyperpod import HyperPodConfig, parse_hyperpod
 from project_config.network import NetworkConfig, parse_network
 from project_config.training import TrainingConfig, parse_training
 
@@ -23,6 +24,7 @@ class ProjectConfig:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    hyperpod: HyperPodConfig = field(default_factory=HyperPodConfig)
 
     @property
     def env_agnostic(self) -> bool:
@@ -75,4 +77,7 @@ def load_config(raw: Any) -> ProjectConfig:
         network=network,
         data=parse_data(values.get("data"), f"{key}.data"),
         training=parse_training(values.get("training"), f"{key}.training"),
+        hyperpod=parse_hyperpod(
+            values.get("hyperpod"), f"{key}.hyperpod", network_zones=network.availability_zones
+        ),
     )
