@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -178,6 +179,9 @@ class ProcessFailed(RuntimeError):
 def _run(command: list[str], env: Mapping[str, str], what: str) -> None:
     print(f"llmft {what}: {' '.join(command)}", flush=True)
     code = subprocess.run(command, env=dict(env), check=False).returncode
+    if code < 0:
+        # SIGKILL with no error line of its own is most often the kernel's out-of-memory killer.
+        raise ProcessFailed(f"{what} process was killed by {signal.Signals(-code).name}")
     if code != 0:
         raise ProcessFailed(f"{what} process exited with code {code}")
 
@@ -224,7 +228,7 @@ def run(paths: JobPaths, env: Mapping[str, str], token: str | None) -> None:
         write_model(paths, job, run_env)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
     env = dict(os.environ)
     paths = JobPaths.from_env(env)
     paths.failure_file.unlink(missing_ok=True)
