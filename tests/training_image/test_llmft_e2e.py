@@ -336,5 +336,5 @@ def test_two_node_job_trains_through_torchrun_on_loopback(tmp_path, tiny_model):
 )
 def test_child_process_failures_are_named(code, message):
     with pytest.raises(cli.ProcessFailed) as caught:
-        cli._run([sys.executable, "-c", code], dict(os.environ), "training")
+        cli.run_process([sys.executable, "-c", code], dict(os.environ), "training")
     assert str(caught.value) == message

@@ -176,7 +176,7 @@ class ProcessFailed(RuntimeError):
     """A training or merge process exited non-zero."""
 
 
-def _run(command: list[str], env: Mapping[str, str], what: str) -> None:
+def run_process(command: list[str], env: Mapping[str, str], what: str) -> None:
     print(f"llmft {what}: {' '.join(command)}", flush=True)
     code = subprocess.run(command, env=dict(env), check=False).returncode
     if code < 0:
@@ -210,7 +210,7 @@ def write_model(paths: JobPaths, job: Job, run_env: Mapping[str, str]) -> None:
         merge_path = job.config_path.with_name("llamafactory_export.yaml")
         merge_path.write_text(yaml.safe_dump(merge, sort_keys=True))
         command = [sys.executable, "-m", "llmft_train.worker", "export", str(merge_path)]
-        _run(command, run_env, "merge")
+        run_process(command, run_env, "merge")
 
 
 def run(paths: JobPaths, env: Mapping[str, str], token: str | None) -> None:
@@ -223,7 +223,7 @@ def run(paths: JobPaths, env: Mapping[str, str], token: str | None) -> None:
     run_env = {**RUN_ENV, **env, **job.plan.env}
     if token:
         run_env["HF_TOKEN"] = token
-    _run(job.plan.command, run_env, "training")
+    run_process(job.plan.command, run_env, "training")
     if job.plan.is_primary:
         write_model(paths, job, run_env)
 
