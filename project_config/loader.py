@@ -1,5 +1,6 @@
 """Reads the `llmft` context object into one frozen ProjectConfig."""
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,12 @@ class ProjectConfig:
 def load_config(raw: Any) -> ProjectConfig:
     """Validate the context object; any bad value raises ConfigError naming its key."""
     key = CONTEXT_KEY
+    if isinstance(raw, str):
+        # `cdk synth -c llmft='{...}'` hands the object over as a JSON string.
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise checks.ConfigError(key, raw, f"expected a JSON object ({error})") from None
     values = checks.section(raw, key, ProjectConfig.__dataclass_fields__)
     account = checks.optional_string(
         f"{key}.account", values.get("account"), pattern=ACCOUNT_PATTERN, rule="expected 12 digits or null"
