@@ -8,6 +8,7 @@ from cdk_nag import AwsSolutionsChecks, NagReportFormat
 
 from project_config import CONTEXT_KEY, ProjectConfig, load_config
 from stacks.data_stack import DataStack
+from stacks.inference_stack import InferenceStack
 from stacks.network_stack import NetworkStack
 
 
@@ -15,6 +16,7 @@ from stacks.network_stack import NetworkStack
 class Stacks:
     data: DataStack
     network: NetworkStack
+    inference: InferenceStack | None = None
 
     def all(self) -> list[cdk.Stack]:
         return [stack for stack in vars(self).values() if stack is not None]
@@ -32,7 +34,18 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
     prefix = config.stack_prefix
     data = DataStack(app, f"{prefix}-Data", config=config.data, env=env)
     network = NetworkStack(app, f"{prefix}-Network", config=config.network, key=data.store.key, env=env)
-    stacks = Stacks(data=data, network=network)
+    inference = None
+    if config.inference.enabled:
+        inference = InferenceStack(
+            app,
+            f"{prefix}-Inference",
+            config=config.inference,
+            network=network.network,
+            store=data.store,
+            component_prefix=prefix,
+            env=env,
+        )
+    stacks = Stacks(data=data, network=network, inference=inference)
     for stack in stacks.all():
         cdk.Tags.of(stack).add("project", prefix)
     # Checked over the whole app; reports per stack (CSV and JSON) land in the output folder.

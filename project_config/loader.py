@@ -6,6 +6,7 @@ from typing import Any
 
 from project_config import checks
 from project_config.data import DataConfig, parse_data
+from project_config.inference import InferenceConfig, parse_inference
 from project_config.network import NetworkConfig, parse_network
 
 CONTEXT_KEY = "llmft"
@@ -21,6 +22,7 @@ class ProjectConfig:
     region: str | None = None
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     @property
     def env_agnostic(self) -> bool:
@@ -72,4 +74,5 @@ def load_config(raw: Any) -> ProjectConfig:
         region=region,
         network=network,
         data=parse_data(values.get("data"), f"{key}.data"),
+        inference=parse_inference(values.get("inference"), f"{key}.inference"),
     )
