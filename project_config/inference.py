@@ -58,9 +58,9 @@ def parse_inference(raw: Any, key: str = "llmft.inference") -> InferenceConfig:
         return checks.integer(f"{key}.{name}", get(name), minimum=minimum, maximum=maximum)
 
     base_model = get("base_model")
-    if not isinstance(base_model, str) or not (
-        MODEL_PREFIX_PATTERN.fullmatch(base_model) or MODEL_ID_PATTERN.fullmatch(base_model)
-    ):
+    # `models/...` always means the data bucket, never a Hub organisation called "models".
+    pattern = MODEL_PREFIX_PATTERN if str(base_model).startswith("models/") else MODEL_ID_PATTERN
+    if not isinstance(base_model, str) or not pattern.fullmatch(base_model):
         raise checks.ConfigError(
             f"{key}.base_model",
             base_model,
