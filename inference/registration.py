@@ -8,6 +8,7 @@ so that the endpoint's role reads released adapters under `adapters/` only. It m
 from __future__ import annotations
 
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,7 +72,8 @@ def plan_registration(
         "component_name": component_name(component_prefix, adapter),
         "base_model": base_model,
         "training_job_name": job,
-        "copy_source": f"{bucket}/{artifact['key']}",
+        # CopyObject takes the source as a URL-encoded `bucket/key`.
+        "copy_source": urllib.parse.quote(f"{bucket}/{artifact['key']}"),
         "artifact_key": released_key,
         "artifact_url": f"s3://{bucket}/{released_key}",
     }

@@ -108,3 +108,8 @@ def test_lambda_handler_plans_from_the_state_machine_payload():
         "served_model": SERVED,
     }
     assert registration.handler(event, None)["component_name"] == "llmft-support-bot"
+
+
+def test_copy_source_is_url_encoded_for_copy_object():
+    manifest = {**MANIFEST, "model_artifact": f"s3://{BUCKET}/training/run 1/output/model.tar.gz"}
+    assert plan(manifest)["copy_source"] == f"{BUCKET}/training/run%201/output/model.tar.gz"
