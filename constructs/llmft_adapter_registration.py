@@ -11,11 +11,11 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
-from cdk_nag import NagSuppressions
+from cdk_nag import NagPackSuppression, NagSuppressions
 
 from constructs import Construct
 from constructs.llmft_logs import encrypted_log_group
-from constructs.llmft_nag import logical_id
+from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack, logical_id
 
 PLANNER_SOURCE = Path(__file__).resolve().parent.parent / "inference"
 MANIFEST_PATTERN = "adapters/*/manifest.json"
@@ -262,53 +262,51 @@ class AdapterRegistration(Construct):
     def _suppress(
         self, planner_role: iam.Role, planner_logs: Construct, data_bucket: s3.IBucket, component_prefix: str
     ) -> None:
-        bucket = f"<{logical_id(data_bucket)}.Arn>"
         NagSuppressions.add_resource_suppressions(
             planner_role.node.find_child("DefaultPolicy"),
             [
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "Lambda names its log streams at run time; the policy is limited to the "
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="Lambda names its log streams at run time; the policy is limited to the "
                     "planner's own log group.",
-                    "applies_to": [f"Resource::<{logical_id(planner_logs)}.Arn>:*"],
-                }
+                    applies_to=[f"Resource::<{logical_id(planner_logs)}.Arn>:*"],
+                )
             ],
         )
         NagSuppressions.add_resource_suppressions(
             self.state_machine.role.node.find_child("DefaultPolicy"),
             [
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "The workflow reads manifests of any adapter, copies any job's output from "
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="The workflow reads manifests of any adapter, copies any job's output from "
                     "training/ and releases it under adapters/: adapter and job names are only known when "
                     "a training run ends.",
-                    "applies_to": [
-                        f"Resource::{bucket}/{MANIFEST_PATTERN}",
-                        f"Resource::{bucket}/training/*",
-                        f"Resource::{bucket}/adapters/*",
+                    applies_to=[
+                        arn_of_other_stack(data_bucket, f"/{MANIFEST_PATTERN}"),
+                        arn_of_other_stack(data_bucket, "/training/*"),
+                        arn_of_other_stack(data_bucket, "/adapters/*"),
                     ],
-                },
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "Adapter inference components are created per trained adapter; the role "
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="Adapter inference components are created per trained adapter; the role "
                     "may manage only components named with this deployment's prefix "
                     f"({component_prefix.lower()}-).",
-                    "applies_to": [
-                        "Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:"
-                        f"inference-component/{component_prefix.lower()}-*"
+                    applies_to=[
+                        arn_in_this_account("sagemaker", f"inference-component/{component_prefix.lower()}-*")
                     ],
-                },
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "CDK grants invoke on the planner's versions and aliases (ARN:*) so that "
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="CDK grants invoke on the planner's versions and aliases (ARN:*) so that "
                     "a qualified invocation works; it is still this one function.",
-                    "applies_to": [f"Resource::<{logical_id(self.planner)}.Arn>:*"],
-                },
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "X-Ray trace segments and the CloudWatch Logs delivery APIs the state machine "
+                    applies_to=[f"Resource::<{logical_id(self.planner)}.Arn>:*"],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="X-Ray trace segments and the CloudWatch Logs delivery APIs the state machine "
                     "logs through support no resource-level permissions.",
-                    "applies_to": ["Resource::*"],
-                },
+                    applies_to=["Resource::*"],
+                ),
             ],
         )

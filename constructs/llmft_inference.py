@@ -8,10 +8,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
-from cdk_nag import NagSuppressions
+from cdk_nag import NagPackSuppression, NagSuppressions
 
 from constructs import Construct
-from constructs.llmft_nag import logical_id
+from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack
 from inference.lmi import has_instance_storage, lmi_environment, lmi_images, model_source
 from project_config.inference import InferenceConfig
 
@@ -222,28 +222,25 @@ class LmiEndpoint(Construct):
         NagSuppressions.add_resource_suppressions(
             policy,
             [
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "The endpoint reads any base model under models/ and any released adapter "
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="The endpoint reads any base model under models/ and any released adapter "
                     "under adapters/ (adapters are added after deployment); no other prefix is readable.",
-                    "applies_to": [f"Resource::<{logical_id(data_bucket)}.Arn>/{p}*" for p in READ_PREFIXES],
-                },
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "ecr:GetAuthorizationToken and the EC2 Describe calls SageMaker makes to "
+                    applies_to=[arn_of_other_stack(data_bucket, f"/{p}*") for p in READ_PREFIXES],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="ecr:GetAuthorizationToken and the EC2 Describe calls SageMaker makes to "
                     "attach the endpoint to the VPC support no resource-level permissions; ENI changes are "
                     "limited to this VPC by the ec2:Vpc condition.",
-                    "applies_to": ["Resource::*"],
-                },
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "SageMaker names the endpoint's log group /aws/sagemaker/Endpoints/<generated "
+                    applies_to=["Resource::*"],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="SageMaker names the endpoint's log group /aws/sagemaker/Endpoints/<generated "
                     "endpoint name>; the name is generated at deploy time, after this role must exist.",
-                    "applies_to": [
-                        "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
-                        "/aws/sagemaker/Endpoints/*"
-                    ],
-                },
+                    applies_to=[arn_in_this_account("logs", "log-group:/aws/sagemaker/Endpoints/*")],
+                ),
             ],
         )
         return policy

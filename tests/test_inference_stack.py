@@ -10,6 +10,7 @@ from aws_cdk.assertions import Match
 
 from inference.lmi import lmi_images
 from tests.conftest import ROOT, synthesize
+from tools import nag_summary
 
 FIXED_ENV = {
     "account": "123456789012",
@@ -331,3 +332,12 @@ def test_planner_lambda_ships_only_the_pure_planning_code(full_app, inference):
         a for s in policy for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
     )
     assert actions == ["logs:CreateLogStream", "logs:PutLogEvents"], "the planner reads and calls nothing"
+
+
+def test_every_inference_suppression_is_scoped_to_its_finding(full_app):
+    lines = nag_summary.load_reports(full_app.out_dir)["LlmFt-Inference"]
+    suppressed = [line for line in lines if line["compliance"] == nag_summary.SUPPRESSED]
+    assert suppressed, "the inference stack's wildcard grants should be suppressed explicitly"
+    for line in suppressed:
+        # cdk-nag prefixes the reason with [finding] only when applies_to matched that one finding.
+        assert line["exceptionReason"].startswith("["), f"blanket suppression: {line}"
