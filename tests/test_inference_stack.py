@@ -208,8 +208,13 @@ def test_manifest_events_of_the_data_bucket_start_the_registration(full_app, inf
     assert "AdapterRegistrationStateMachine" in json.dumps(target["Arn"])
 
 
+BUCKET = "llmft-data-test"
+ENDPOINT = "llmft-endpoint"
+BASE_COMPONENT = "base-component"
+
+
 def rendered_definition(template) -> dict:
-    """The state machine definition with CloudFormation tokens replaced by placeholders."""
+    """The state machine definition with CloudFormation tokens replaced by test values."""
     machine = only(template, "AWS::StepFunctions::StateMachine")
     parts = machine["DefinitionString"]["Fn::Join"][1]
     return json.loads("".join(_placeholder(part) for part in parts))
@@ -222,8 +227,14 @@ def _placeholder(part) -> str:
         return "aws"
     if "Fn::GetAtt" in part and part["Fn::GetAtt"][1] == "Arn":
         # The only ARN inside the definition is the planner function's, in a Task's Resource.
-        return f"arn:aws:lambda:eu-west-1:123456789012:function:{part['Fn::GetAtt'][0]}"
-    return "TOKEN"
+        return f"arn:aws:lambda:us-east-1:123456789012:function:{part['Fn::GetAtt'][0]}"
+    if "Fn::GetAtt" in part and part["Fn::GetAtt"][1] == "EndpointName":
+        return ENDPOINT
+    if "Fn::Select" in part:  # the base component's name, cut from its ARN
+        return BASE_COMPONENT
+    if "Fn::GetStackOutput" in part and "RefStoreDataBucket" in part["Fn::GetStackOutput"]["OutputName"]:
+        return BUCKET
+    raise AssertionError(f"unexpected token in the definition: {part}")
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +275,8 @@ def test_adapter_component_sits_on_the_base_component_with_the_released_artifact
     assert create["Resource"] == "arn:aws:states:::aws-sdk:sagemaker:createInferenceComponent"
     params = create["Parameters"]
     assert params["InferenceComponentName.$"] == "$.plan.component_name"
-    assert params["Specification"]["BaseInferenceComponentName"] == "TOKEN"
+    assert params["Specification"]["BaseInferenceComponentName"] == BASE_COMPONENT
+    assert params["EndpointName"] == ENDPOINT
     assert params["Specification"]["Container"] == {"ArtifactUrl.$": "$.plan.artifact_url"}
     assert "ComputeResourceRequirements" not in params["Specification"], "adapters share the base's compute"
     update = definition["States"]["UpdateAdapterComponent"]["Parameters"]
