@@ -47,7 +47,8 @@ class InferenceConfig:
         return self.min_copies == 0
 
 
-def parse_inference(raw: Any, key: str = "llmft.inference") -> InferenceConfig:
+def parse_inference(raw: Any, key: str = "llmft.inference", *, internet: bool = True) -> InferenceConfig:
+    """`internet`: whether the VPC has NAT; without it a Hub model id cannot be downloaded."""
     default = InferenceConfig()
     values = checks.section(raw, key, InferenceConfig.__dataclass_fields__)
 
@@ -67,6 +68,14 @@ def parse_inference(raw: Any, key: str = "llmft.inference") -> InferenceConfig:
             "expected a folder of the data bucket such as models/llama-3.1-8b-instruct/ "
             "or a Hugging Face model id such as meta-llama/Llama-3.1-8B-Instruct",
         )
+    enabled = checks.boolean(f"{key}.enabled", get("enabled"))
+    if enabled and not internet and not base_model.startswith("models/"):
+        raise checks.ConfigError(
+            f"{key}.base_model",
+            base_model,
+            "a Hugging Face model id needs internet access, but network.nat_gateways is 0: "
+            "upload the model under models/ in the data bucket and name that folder",
+        )
     max_loras = integer("max_loras", 1, 64)
     max_cpu_loras = integer("max_cpu_loras", 1, 512)
     if max_cpu_loras < max_loras:
@@ -81,7 +90,7 @@ def parse_inference(raw: Any, key: str = "llmft.inference") -> InferenceConfig:
             f"{key}.max_copies", max_copies, f"expected at least min_copies ({min_copies}) and at least 1"
         )
     return InferenceConfig(
-        enabled=checks.boolean(f"{key}.enabled", get("enabled")),
+        enabled=enabled,
         instance_type=checks.instance_type(f"{key}.instance_type", get("instance_type")),
         base_model=base_model,
         lmi_version=checks.choice(f"{key}.lmi_version", get("lmi_version"), supported_lmi_versions()),

@@ -74,5 +74,5 @@ def load_config(raw: Any) -> ProjectConfig:
         region=region,
         network=network,
         data=parse_data(values.get("data"), f"{key}.data"),
-        inference=parse_inference(values.get("inference"), f"{key}.inference"),
+        inference=parse_inference(values.get("inference"), f"{key}.inference", internet=not network.isolated),
     )

@@ -51,3 +51,16 @@ def test_bad_inference_values_fail_naming_the_key(overrides, key, message):
         load_config(project_context({"inference": overrides}))
     assert raised.value.key == key, f"error should name {key}, named {raised.value.key}"
     assert message in str(raised.value), str(raised.value)
+
+
+def test_a_hub_model_without_internet_access_is_refused():
+    overrides = {
+        "network": {"nat_gateways": 0},
+        "inference": {"enabled": True, "base_model": "meta-llama/Llama-3.1-8B-Instruct"},
+    }
+    with pytest.raises(ConfigError) as raised:
+        load_config(project_context(overrides))
+    assert raised.value.key == "llmft.inference.base_model"
+    assert "network.nat_gateways is 0" in str(raised.value), str(raised.value)
+    overrides["inference"]["base_model"] = "models/llama-3.1-8b-instruct/"
+    assert load_config(project_context(overrides)).inference.base_model_in_bucket
