@@ -9,6 +9,7 @@ from cdk_nag import AwsSolutionsChecks, NagReportFormat
 from project_config import CONTEXT_KEY, ProjectConfig, load_config
 from stacks.data_stack import DataStack
 from stacks.hyperpod_stack import HyperPodStack
+from stacks.inference_stack import InferenceStack
 from stacks.network_stack import NetworkStack
 from stacks.training_image_stack import TrainingImageStack
 
@@ -19,6 +20,7 @@ class Stacks:
     network: NetworkStack
     training_image: TrainingImageStack
     hyperpod: HyperPodStack | None
+    inference: InferenceStack | None
 
     def all(self) -> list[cdk.Stack]:
         return [stack for stack in vars(self).values() if stack is not None]
@@ -51,7 +53,20 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
             image_uri=training_image.image.image_uri,
             env=env,
         )
-    stacks = Stacks(data=data, network=network, training_image=training_image, hyperpod=hyperpod)
+    inference = None
+    if config.inference.enabled:
+        inference = InferenceStack(
+            app,
+            f"{prefix}-Inference",
+            config=config.inference,
+            network=network.network,
+            store=data.store,
+            component_prefix=prefix,
+            env=env,
+        )
+    stacks = Stacks(
+        data=data, network=network, training_image=training_image, hyperpod=hyperpod, inference=inference
+    )
     for stack in stacks.all():
         cdk.Tags.of(stack).add("project", prefix)
     # Checked over the whole app; reports per stack (CSV and JSON) land in the output folder.

@@ -8,6 +8,7 @@ from typing import Any
 from project_config import checks
 from project_config.data import DataConfig, parse_data
 from project_config.hyperpod import HyperPodConfig, parse_hyperpod
+from project_config.inference import InferenceConfig, parse_inference
 from project_config.network import NetworkConfig, parse_network
 from project_config.training import TrainingConfig, parse_training
 
@@ -26,6 +27,7 @@ class ProjectConfig:
     data: DataConfig = field(default_factory=DataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     hyperpod: HyperPodConfig = field(default_factory=HyperPodConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
     @property
     def env_agnostic(self) -> bool:
@@ -87,4 +89,5 @@ def load_config(raw: Any) -> ProjectConfig:
         hyperpod=parse_hyperpod(
             values.get("hyperpod"), f"{key}.hyperpod", network_zones=network.availability_zones
         ),
+        inference=parse_inference(values.get("inference"), f"{key}.inference", internet=not network.isolated),
     )
