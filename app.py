@@ -8,6 +8,8 @@ from cdk_nag import AwsSolutionsChecks, NagReportFormat
 
 from project_config import CONTEXT_KEY, ProjectConfig, load_config
 from stacks.data_stack import DataStack
+from stacks.hyperpod_stack import HyperPodStack
+from stacks.inference_stack import InferenceStack
 from stacks.network_stack import NetworkStack
 from stacks.training_image_stack import TrainingImageStack
 from stacks.training_pipeline_stack import TrainingPipelineStack
@@ -19,6 +21,8 @@ class Stacks:
     network: NetworkStack
     training_image: TrainingImageStack
     training_pipeline: TrainingPipelineStack
+    hyperpod: HyperPodStack | None
+    inference: InferenceStack | None
 
     def all(self) -> list[cdk.Stack]:
         return [stack for stack in vars(self).values() if stack is not None]
@@ -48,8 +52,36 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
         image=training_image.image,
         env=env,
     )
+    hyperpod = None
+    if config.hyperpod.enabled:
+        hyperpod = HyperPodStack(
+            app,
+            f"{prefix}-HyperPod",
+            config=config.hyperpod,
+            network=network.network,
+            store=data.store,
+            repository=training_image.image.repository,
+            image_uri=training_image.image.image_uri,
+            env=env,
+        )
+    inference = None
+    if config.inference.enabled:
+        inference = InferenceStack(
+            app,
+            f"{prefix}-Inference",
+            config=config.inference,
+            network=network.network,
+            store=data.store,
+            component_prefix=prefix,
+            env=env,
+        )
     stacks = Stacks(
-        data=data, network=network, training_image=training_image, training_pipeline=training_pipeline
+        data=data,
+        network=network,
+        training_image=training_image,
+        training_pipeline=training_pipeline,
+        hyperpod=hyperpod,
+        inference=inference,
     )
     for stack in stacks.all():
         cdk.Tags.of(stack).add("project", prefix)

@@ -12,7 +12,7 @@ import boto3
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
-BUCKET = "llmft-data-test"
+BUCKET = "llmft-pipeline-test-data"
 TEST_VALUES = {
     "DataBucket": BUCKET,
     "TrainingImage": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/llmft-training:{'a' * 64}",

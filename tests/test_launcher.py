@@ -184,3 +184,12 @@ def test_progress_line_shows_elapsed_state_and_job_status():
         == "[02:05] execution RUNNING | job j InProgress/Downloading"
     )
     assert launch.progress_line(3, "RUNNING", None) == "[00:03] execution RUNNING"
+
+
+def test_a_job_scheduled_but_not_yet_created_is_shown_as_such():
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    with Stubber(sagemaker) as stub:
+        stub.add_client_error("describe_training_job", "ValidationException", "Could not find training job")
+        job = launch._describe_job(sagemaker, "support-bot-v1")
+    assert job == {"TrainingJobName": "support-bot-v1", "TrainingJobStatus": "NotCreatedYet"}
+    assert launch.progress_line(0, "RUNNING", job).endswith("job support-bot-v1 NotCreatedYet/-")

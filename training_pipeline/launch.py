@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+from botocore.exceptions import ClientError
+
 from training_pipeline.request import ROOT, effective_schema, recipe_names, validation_errors
 
 DONE = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED")
@@ -83,7 +85,7 @@ def follow(
         described = sfn.describe_execution(executionArn=execution_arn)
         events = sfn.get_execution_history(executionArn=execution_arn, reverseOrder=True, maxResults=100)
         name = job_name_from_history(events["events"])
-        job = sagemaker.describe_training_job(TrainingJobName=name) if name else None
+        job = _describe_job(sagemaker, name) if name else None
         line = progress_line(clock() - start, described["status"], job)
         if line.split("] ", 1)[1] != last:
             print(line, file=out, flush=True)
@@ -91,6 +93,16 @@ def follow(
         if described["status"] in DONE:
             return described
         sleep(poll_seconds)
+
+
+def _describe_job(sagemaker: Any, name: str) -> dict:
+    """The job's description; the history names a job a moment before SageMaker knows it."""
+    try:
+        return sagemaker.describe_training_job(TrainingJobName=name)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ValidationException":
+            raise
+        return {"TrainingJobName": name, "TrainingJobStatus": "NotCreatedYet"}
 
 
 def parse_args(argv: list[str], default_stack: str) -> argparse.Namespace:

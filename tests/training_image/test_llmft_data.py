@@ -87,6 +87,14 @@ def test_channel_folder_with_json_and_jsonl_is_merged_in_name_order(tmp_path):
     assert len(read_jsonl(tmp_path / "out" / "train.jsonl")) == 3
 
 
+def test_byte_order_mark_from_windows_editors_is_accepted(tmp_path):
+    channel = tmp_path / "train"
+    channel.mkdir()
+    (channel / "rows.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([ALPACA]).encode())
+    (channel / "rows.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps(ALPACA).encode() + b"\n")
+    assert prepare_channel(channel, tmp_path / "out.jsonl") == ("alpaca", 2)
+
+
 def test_single_file_channel(tmp_path):
     path = write_lines(tmp_path / "only.jsonl", [OPENAI])
     layout, count = prepare_channel(path, tmp_path / "out.jsonl")

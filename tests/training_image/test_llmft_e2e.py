@@ -6,6 +6,7 @@ import json
 import math
 import os
 import socket
+import sys
 from pathlib import Path
 
 import boto3
@@ -324,3 +325,16 @@ def test_two_node_job_trains_through_torchrun_on_loopback(tmp_path, tiny_model):
     assert (tmp_path / "node0" / "model" / "adapter_model.safetensors").is_file()
     assert json.loads((tmp_path / "node0" / "model" / "metrics.json").read_text())["global_step"] == 2
     assert not (tmp_path / "node1" / "model").exists(), "a non-primary node wrote model files"
+
+
+@pytest.mark.parametrize(
+    ("code", "message"),
+    [
+        ("import sys; sys.exit(3)", "training process exited with code 3"),
+        ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", "training process was killed by SIGKILL"),
+    ],
+)
+def test_child_process_failures_are_named(code, message):
+    with pytest.raises(cli.ProcessFailed) as caught:
+        cli.run_process([sys.executable, "-c", code], dict(os.environ), "training")
+    assert str(caught.value) == message

@@ -69,3 +69,20 @@ def test_bad_secret_arn_is_named(arn):
     with pytest.raises(ConfigError) as caught:
         secret_region(arn)
     assert f"HF_TOKEN_SECRET_ARN={arn!r} is not a Secrets Manager secret ARN" in str(caught.value)
+
+
+def test_unreadable_secret_names_the_secret_and_the_cause():
+    client = boto3.client(
+        "secretsmanager",
+        region_name="eu-west-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    stubber = Stubber(client)
+    stubber.add_client_error("get_secret_value", "AccessDeniedException", "not authorized")
+    stubber.activate()
+    with pytest.raises(ConfigError) as caught:
+        fetch_hf_token(ARN, lambda service, region_name: client)
+    message = str(caught.value)
+    assert message.startswith(f"cannot read the secret {ARN} named by HF_TOKEN_SECRET_ARN: ")
+    assert "AccessDeniedException" in message

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -175,9 +176,12 @@ class ProcessFailed(RuntimeError):
     """A training or merge process exited non-zero."""
 
 
-def _run(command: list[str], env: Mapping[str, str], what: str) -> None:
+def run_process(command: list[str], env: Mapping[str, str], what: str) -> None:
     print(f"llmft {what}: {' '.join(command)}", flush=True)
     code = subprocess.run(command, env=dict(env), check=False).returncode
+    if code < 0:
+        # SIGKILL with no error line of its own is most often the kernel's out-of-memory killer.
+        raise ProcessFailed(f"{what} process was killed by {signal.Signals(-code).name}")
     if code != 0:
         raise ProcessFailed(f"{what} process exited with code {code}")
 
@@ -206,7 +210,7 @@ def write_model(paths: JobPaths, job: Job, run_env: Mapping[str, str]) -> None:
         merge_path = job.config_path.with_name("llamafactory_export.yaml")
         merge_path.write_text(yaml.safe_dump(merge, sort_keys=True))
         command = [sys.executable, "-m", "llmft_train.worker", "export", str(merge_path)]
-        _run(command, run_env, "merge")
+        run_process(command, run_env, "merge")
 
 
 def run(paths: JobPaths, env: Mapping[str, str], token: str | None) -> None:
@@ -219,12 +223,12 @@ def run(paths: JobPaths, env: Mapping[str, str], token: str | None) -> None:
     run_env = {**RUN_ENV, **env, **job.plan.env}
     if token:
         run_env["HF_TOKEN"] = token
-    _run(job.plan.command, run_env, "training")
+    run_process(job.plan.command, run_env, "training")
     if job.plan.is_primary:
         write_model(paths, job, run_env)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
     env = dict(os.environ)
     paths = JobPaths.from_env(env)
     paths.failure_file.unlink(missing_ok=True)

@@ -81,10 +81,10 @@ def iter_json_rows(text: str, name: str) -> Iterator[tuple[int, Any]]:
 def _iter_file_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
     if path.suffix == ".jsonl":
         # Streamed: JSON Lines files can be larger than memory.
-        with path.open(encoding="utf-8") as lines:
+        with path.open(encoding="utf-8-sig") as lines:
             yield from _iter_lines(lines, name)
     else:
-        yield from iter_json_rows(path.read_text(encoding="utf-8"), name)
+        yield from iter_json_rows(path.read_text(encoding="utf-8-sig"), name)
 
 
 def detect_format(row: Any, where: str) -> str:
