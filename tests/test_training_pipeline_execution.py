@@ -7,6 +7,7 @@ from moto import mock_aws
 from moto.sagemaker import models as sagemaker_models
 from moto.sagemaker.exceptions import ValidationError
 
+from inference.registration import plan_registration
 from tests.conftest import synthesize
 from tests.pipeline_moto import BUCKET, TEST_VALUES, PipelineWorld
 
@@ -112,6 +113,21 @@ def test_a_valid_request_trains_writes_the_manifest_and_notifies(world):
     (message,) = run.messages
     assert message["Subject"] == "LLM fine-tuning: adapter ready"
     assert json.loads(message["Message"]) == manifest
+
+
+def test_the_manifest_is_what_the_inference_stack_registers(world):
+    run = world.run(VALID_REQUEST)
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    key = "adapters/support-bot/manifest.json"
+    manifest = json.loads(world.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())
+    plan = plan_registration(
+        manifest=manifest,
+        bucket=BUCKET,
+        key=key,
+        component_prefix="LlmFt",
+        served_model=VALID_REQUEST["base_model"],
+    )
+    assert plan["artifact_key"] == "adapters/support-bot/support-bot-v1/model.tar.gz", plan
 
 
 def test_a_hub_model_id_becomes_a_hyperparameter_and_defaults_fill_the_rest(world):
