@@ -433,8 +433,8 @@ class HyperPodCluster(Construct):
                         arn_of_other_stack(data_bucket, "/*"),
                         # CDK's bootstrap asset bucket, whether account and region are tokens or literals.
                         {
-                            "regex": "/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):s3:::cdk-hnb659fds-assets-"
-                            "(<AWS::AccountId>|\\d{12})-(<AWS::Region>|[a-z0-9-]+)\\/\\*$/"
+                            "regex": "/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):s3:::"
+                            "cdk-hnb659fds-assets-(<AWS::AccountId>|\\d{12})-(<AWS::Region>|[a-z0-9-]+)\\/\\*$/"
                         },
                     ],
                 }

@@ -37,6 +37,8 @@ SOURCE_EXCLUDES = [
 ]
 # The AWS PyTorch training deep learning container is the image's base (see training_image/Dockerfile).
 DLC_BASE_REPOSITORY = "pytorch-training"
+# A partition in cdk-nag's findings: a pseudo parameter (env-agnostic) or a literal (fixed environment).
+ANY_PARTITION = "(<AWS::Partition>|aws[a-z-]*)"
 # CloudFormation waits for a custom resource provider at most this long.
 MAX_DEPLOY_WAIT = Duration.hours(2)
 
@@ -170,8 +172,8 @@ class TrainingImageBuild(Construct):
                         "Action::kms:GenerateDataKey*",
                         "Action::kms:ReEncrypt*",
                         "Resource::*",
-                        {"regex": "/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):codebuild:.*:report-group/.*-\\*$/"},
-                        {"regex": "/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):logs:.*:log-group:/aws/codebuild/.*$/"},
+                        {"regex": f"/^Resource::arn:{ANY_PARTITION}:codebuild:.*:report-group/.*-\\*$/"},
+                        {"regex": f"/^Resource::arn:{ANY_PARTITION}:logs:.*:log-group:/aws/codebuild/.*$/"},
                     ],
                 }
             ],
