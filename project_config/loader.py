@@ -7,6 +7,7 @@ from typing import Any
 from project_config import checks
 from project_config.data import DataConfig, parse_data
 from project_config.network import NetworkConfig, parse_network
+from project_config.notebook import NotebookConfig, parse_notebook
 
 CONTEXT_KEY = "llmft"
 ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
@@ -21,6 +22,7 @@ class ProjectConfig:
     region: str | None = None
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    notebook: NotebookConfig = field(default_factory=NotebookConfig)
 
     @property
     def env_agnostic(self) -> bool:
@@ -61,6 +63,14 @@ def load_config(raw: Any) -> ProjectConfig:
             list(network.availability_zones),
             f"expected zones of region {region}",
         )
+    notebook = parse_notebook(values.get("notebook"), f"{key}.notebook")
+    if notebook.enabled and network.isolated:
+        # The notebook installs LLaMA-Factory from PyPI and conda-forge on create; that needs egress.
+        raise checks.ConfigError(
+            f"{key}.notebook.enabled",
+            True,
+            f"the notebook needs {key}.network.nat_gateways >= 1 to install its LLaMA-Factory environment",
+        )
     return ProjectConfig(
         stack_prefix=checks.string(
             f"{key}.stack_prefix",
@@ -72,4 +82,5 @@ def load_config(raw: Any) -> ProjectConfig:
         region=region,
         network=network,
         data=parse_data(values.get("data"), f"{key}.data"),
+        notebook=notebook,
     )
