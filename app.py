@@ -9,12 +9,14 @@ from cdk_nag import AwsSolutionsChecks, NagReportFormat
 from project_config import CONTEXT_KEY, ProjectConfig, load_config
 from stacks.data_stack import DataStack
 from stacks.network_stack import NetworkStack
+from stacks.notebook_stack import NotebookStack
 
 
 @dataclass(frozen=True)
 class Stacks:
     data: DataStack
     network: NetworkStack
+    notebook: NotebookStack | None = None
 
     def all(self) -> list[cdk.Stack]:
         return [stack for stack in vars(self).values() if stack is not None]
@@ -32,7 +34,17 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
     prefix = config.stack_prefix
     data = DataStack(app, f"{prefix}-Data", config=config.data, env=env)
     network = NetworkStack(app, f"{prefix}-Network", config=config.network, key=data.store.key, env=env)
-    stacks = Stacks(data=data, network=network)
+    notebook = None
+    if config.notebook.enabled:
+        notebook = NotebookStack(
+            app,
+            f"{prefix}-Notebook",
+            config=config.notebook,
+            network=network.network,
+            store=data.store,
+            env=env,
+        )
+    stacks = Stacks(data=data, network=network, notebook=notebook)
     for stack in stacks.all():
         cdk.Tags.of(stack).add("project", prefix)
     # Checked over the whole app; reports per stack (CSV and JSON) land in the output folder.
