@@ -74,6 +74,7 @@ SETTINGS_PY
 
 copy_examples() {
   local staging="$STATE_DIR/examples-latest"
+  mkdir -p "$staging"
   if ! aws s3 sync --only-show-errors --delete --region "$REGION" \
     "s3://$DATA_BUCKET/$EXAMPLES_PREFIX" "$staging"; then
     echo "WARNING: could not copy the example notebooks from s3://$DATA_BUCKET/$EXAMPLES_PREFIX" >&2
