@@ -140,8 +140,16 @@ def test_main_counts_idle_time_from_the_recorded_start(tmp_path):
 
 
 def test_main_waits_for_a_running_install(tmp_path):
+    from tests.test_notebook_lifecycle import install_stand_in
+
+    with install_stand_in() as pid:
+        code, stops = run_main(tmp_path, {"kernels": [], "terminals": []}, install_pid=pid)
+    assert (code, stops) == (0, []), "the install is running: keep the instance"
+
+
+def test_a_stale_install_pid_does_not_keep_the_instance_up(tmp_path):
     code, stops = run_main(tmp_path, {"kernels": [], "terminals": []}, install_pid=os.getpid())
-    assert stops == [], "the install's pid is alive: keep the instance"
+    assert stops == [("aws", "eu-west-1", "nb")], "a reused pid of another program is not the install"
 
 
 @contextlib.contextmanager

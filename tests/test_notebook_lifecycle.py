@@ -4,6 +4,7 @@ AWS-only and system commands (aws, sudo, chown, nohup, crontab, systemctl, conda
 arguments; every other command comes from a small allow-list of real tools, so an unexpected command fails.
 """
 
+import contextlib
 import json
 import os
 import shutil
@@ -195,6 +196,23 @@ def scripts(tmp_path) -> dict[str, Path]:
     return write_scripts(tmp_path, NotebookConfig(idle_timeout_minutes=45, llamafactory_version="0.9.5"))
 
 
+@contextlib.contextmanager
+def install_stand_in():
+    """A live process whose command line names install-env.sh, like the background install."""
+    process = subprocess.Popen(["bash", "-c", "sleep 60; exit 0", "install-env.sh"])
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    # Until bash has started, the child's command line is still pytest's.
+    for _ in range(200):
+        if b"install-env.sh" in cmdline.read_bytes():
+            break
+        time.sleep(0.01)
+    try:
+        yield process.pid
+    finally:
+        process.kill()
+        process.wait()
+
+
 def mark_env_ready(sandbox: Sandbox) -> None:
     """As a finished install leaves it: the environment's python and the ready marker."""
     sandbox.add_stub("python", sandbox.state_dir / "conda-env/bin")
@@ -338,7 +356,8 @@ def test_on_start_registers_the_kernel_when_the_environment_is_ready(sandbox, sc
 
 def test_on_start_restarts_an_install_that_did_not_finish(sandbox, scripts):
     assert sandbox.run(scripts["on-create"]).returncode == 0
-    (sandbox.state_dir / "install.pid").write_text("999999999\n")
+    # After a stop and start the recorded pid belongs to some other process (here: pytest).
+    (sandbox.state_dir / "install.pid").write_text(f"{os.getpid()}\n")
     sandbox.log.unlink()
     result = sandbox.run(scripts["on-start"])
     assert result.returncode == 0, result.stderr
@@ -349,10 +368,10 @@ def test_on_start_restarts_an_install_that_did_not_finish(sandbox, scripts):
 
 def test_on_start_leaves_a_running_install_alone(sandbox, scripts):
     assert sandbox.run(scripts["on-create"]).returncode == 0
-    # A live process stands in for the background install.
-    (sandbox.state_dir / "install.pid").write_text(f"{os.getpid()}\n")
     sandbox.log.unlink()
-    result = sandbox.run(scripts["on-start"])
+    with install_stand_in() as pid:
+        (sandbox.state_dir / "install.pid").write_text(f"{pid}\n")
+        result = sandbox.run(scripts["on-start"])
     assert result.returncode == 0, result.stderr
     assert not sandbox.calls("nohup") and not sandbox.calls("python"), sandbox.calls()
     assert "still installing" in result.stdout

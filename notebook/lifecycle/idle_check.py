@@ -59,11 +59,12 @@ def decide(
 
 
 def install_in_progress(pid_file: Path) -> bool:
+    """The background install is alive: its pid runs install-env.sh (a stale pid may be reused)."""
     try:
         pid = int(pid_file.read_text().strip())
+        return b"install-env.sh" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return False
-    return Path(f"/proc/{pid}").exists()
 
 
 def read_started_at(started_file: Path, fallback: datetime) -> datetime:

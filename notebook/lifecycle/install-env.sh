@@ -10,6 +10,9 @@ ENV_DIR="$STATE_DIR/conda-env"
 READY="$STATE_DIR/env-ready"
 REQUIREMENTS="$STATE_DIR/requirements-notebook.txt"
 CONDA="$ROOT/home/ec2-user/anaconda3/bin/conda"
+if [ ! -x "$CONDA" ]; then
+  CONDA="$(command -v conda)"
+fi
 LLAMAFACTORY_VERSION="@@LLAMAFACTORY_VERSION@@"
 KERNEL_NAME="llamafactory"
 

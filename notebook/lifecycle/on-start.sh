@@ -33,7 +33,8 @@ metadata() {
 install_running() {
   local pid
   pid="$(cat "$STATE_DIR/install.pid" 2>/dev/null || true)"
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+  # The command line, not only the pid: after a stop and start the pid may belong to anything.
+  [ -n "$pid" ] && grep -qs "install-env.sh" "/proc/$pid/cmdline"
 }
 
 register_kernel() {
