@@ -170,6 +170,9 @@ class LlamaFactoryNotebook(Construct):
             on_start=[{"content": Fn.base64(scripts["on-start"])}],
         )
 
+        imds_v2_only = sagemaker.CfnNotebookInstance.InstanceMetadataServiceConfigurationProperty(
+            minimum_instance_metadata_service_version="2"
+        )
         self.instance = sagemaker.CfnNotebookInstance(
             self,
             "Instance",
@@ -182,9 +185,7 @@ class LlamaFactoryNotebook(Construct):
             root_access="Enabled" if config.root_access else "Disabled",
             kms_key_id=key.key_arn,
             platform_identifier=PLATFORM_IDENTIFIER,
-            instance_metadata_service_configuration=sagemaker.CfnNotebookInstance.InstanceMetadataServiceConfigurationProperty(
-                minimum_instance_metadata_service_version="2"
-            ),
+            instance_metadata_service_configuration=imds_v2_only,
             lifecycle_config_name=self.lifecycle.attr_notebook_instance_lifecycle_config_name,
         )
         # On its first start the instance copies the examples and writes its logs: both must exist.
@@ -202,32 +203,37 @@ class LlamaFactoryNotebook(Construct):
                 )
             ],
         )
-        self._suppress_findings(stack, training_state_machine is not None)
+        self._suppress_findings(data_bucket)
 
-    def _suppress_findings(self, stack: Stack, has_state_machine: bool) -> None:
+    def _suppress_findings(self, data_bucket: s3.IBucket) -> None:
+        """cdk-nag findings this construct accepts, each on one resource, with the exact wildcard."""
+        # cdk-nag names a bucket from another stack by its logical ID: <StoreDataBucket1234ABCD.Arn>.
+        bucket_arn = f"<{Stack.of(data_bucket).get_logical_id(data_bucket.node.default_child)}.Arn>"
         NagSuppressions.add_resource_suppressions(
             self.access_policy,
             [
                 {
                     "id": "AwsSolutions-IAM5",
-                    "reason": "Object access is limited to the named data prefixes (datasets/, models/, "
-                    "adapters/, training/, notebooks/; writes to datasets/ and adapters/ only); object keys "
-                    "under a prefix are chosen by users, so the key part must be a wildcard.",
-                    "applies_to": [
-                        {"regex": r"/^Resource::.*\/(datasets|models|adapters|training|notebooks)\/\*$/"}
-                    ],
+                    "reason": "Object access is limited to the named data prefixes (read datasets/, models/, "
+                    "adapters/, training/, notebooks/; write datasets/ and adapters/); object keys under a "
+                    "prefix are chosen by users, so only the key part is a wildcard.",
+                    "applies_to": [f"Resource::{bucket_arn}/{prefix}*" for prefix in READ_PREFIXES],
                 },
                 {
                     "id": "AwsSolutions-IAM5",
                     "reason": "SageMaker names each notebook's lifecycle log stream after the instance, "
                     "whose name CloudFormation generates; the statement covers the notebook log group only.",
-                    "applies_to": [{"regex": r"/^Resource::.*NotebookInstances:\*$/"}],
+                    "applies_to": [
+                        "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
+                        f"{LIFECYCLE_LOG_GROUP}:*"
+                    ],
                 },
             ],
         )
-        if has_state_machine:
+        grants = self.role.node.try_find_child("DefaultPolicy")
+        if grants is not None:
             NagSuppressions.add_resource_suppressions(
-                self.role,
+                grants,
                 [
                     {
                         "id": "AwsSolutions-IAM5",
@@ -236,17 +242,11 @@ class LlamaFactoryNotebook(Construct):
                         "applies_to": [{"regex": r"/^Resource::arn:.*:states:.*:execution:.*:\*$/"}],
                     }
                 ],
-                apply_to_children=True,
             )
-        self._suppress_deployment_findings(stack)
-
-    def _suppress_deployment_findings(self, stack: Stack) -> None:
-        """The examples upload runs in aws-cdk-lib's own BucketDeployment handler; its shape is CDK's."""
-        handler = next(
-            child for child in stack.node.children if child.node.id.startswith("Custom::CDKBucketDeployment")
-        )
+        # The examples upload runs in aws-cdk-lib's own BucketDeployment handler; its shape is CDK's.
+        handler_role = self.examples.handler_role
         NagSuppressions.add_resource_suppressions(
-            self.examples.handler_role,
+            handler_role,
             [
                 {
                     "id": "AwsSolutions-IAM4",
@@ -256,6 +256,11 @@ class LlamaFactoryNotebook(Construct):
                         "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
                     ],
                 },
+            ],
+        )
+        NagSuppressions.add_resource_suppressions(
+            handler_role.node.find_child("DefaultPolicy"),
+            [
                 {
                     "id": "AwsSolutions-IAM5",
                     "reason": "BucketDeployment grants its handler CDK's wildcard read on the asset bucket "
@@ -270,11 +275,15 @@ class LlamaFactoryNotebook(Construct):
                         "Action::kms:GenerateDataKey*",
                         "Action::kms:ReEncrypt*",
                         "Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*",
-                        {"regex": r"/^Resource::<StoreDataBucket[0-9A-F]{8}\.Arn>\/\*$/"},
+                        f"Resource::{bucket_arn}/*",
                     ],
                 },
             ],
-            apply_to_children=True,
+        )
+        handler = next(
+            child
+            for child in Stack.of(self).node.children
+            if child.node.id.startswith("Custom::CDKBucketDeployment")
         )
         NagSuppressions.add_resource_suppressions(
             handler,
@@ -285,7 +294,6 @@ class LlamaFactoryNotebook(Construct):
                     "its bundled AWS CLI layer; it moves with aws-cdk-lib upgrades, not with this project.",
                 }
             ],
-            apply_to_children=True,
         )
 
 
