@@ -14,6 +14,7 @@ from stacks.network_stack import NetworkStack
 from stacks.notebook_stack import NotebookStack
 from tests.conftest import CDK_JSON_CONTEXT, FULL_TEST_CONFIG, project_context, synthesize
 from tests.test_gates import NAG_MESSAGE
+from tools import nag_summary
 
 INSTANCE = "AWS::SageMaker::NotebookInstance"
 
@@ -268,3 +269,18 @@ def test_the_state_machine_grant_passes_cdk_nag(with_state_machine):
     annotations = Annotations.from_stack(notebook)
     findings = annotations.find_error("*", NAG_MESSAGE) + annotations.find_warning("*", NAG_MESSAGE)
     assert not findings, "\n".join(str(f.entry.data) for f in findings)
+
+
+def test_nag_suppressions_are_exactly_the_documented_ones(full_app):
+    lines = nag_summary.load_reports(full_app.out_dir)["LlmFt-Notebook"]
+    suppressed = {
+        (line["ruleId"], line["resourceId"].split("/", 1)[1].replace("8693BB64968944B69AAFB0CC9EB8756C", ""))
+        for line in lines
+        if line["compliance"] == nag_summary.SUPPRESSED
+    }
+    assert suppressed == {
+        ("AwsSolutions-IAM5", "Notebook/AccessPolicy/Resource"),
+        ("AwsSolutions-IAM4", "Custom::CDKBucketDeployment/ServiceRole/Resource"),
+        ("AwsSolutions-IAM5", "Custom::CDKBucketDeployment/ServiceRole/DefaultPolicy/Resource"),
+        ("AwsSolutions-L1", "Custom::CDKBucketDeployment/Resource"),
+    }, "a suppression was added or widened: document it in docs/notebook.md"
