@@ -322,6 +322,7 @@ def test_on_start_copies_the_examples_from_s3_without_overwriting_edits(sandbox,
     assert sync and f"s3://{BUCKET}/{EXAMPLES_PREFIX}" in sync[0], sync
     assert (sandbox.examples_dir / "data/sample.jsonl").exists(), "new example files are copied"
     assert (sandbox.examples_dir / "01_example.ipynb").read_text() == "my edits", "user edits must survive"
+    assert ["chown", "-R", "ec2-user:ec2-user", str(sandbox.examples_dir)] in sandbox.calls("chown")
 
 
 def test_on_start_survives_an_s3_failure(sandbox, scripts):

@@ -150,5 +150,7 @@ date -u +%s >"$STATE_DIR/started-at"
 write_settings
 copy_examples
 register_kernel || echo "WARNING: the LLaMA-Factory kernel could not be registered" >&2
-chown -R "$NOTEBOOK_USER:$NOTEBOOK_USER" "$EXAMPLES_DIR" "$STATE_DIR"
+# Not -R on the state folder: the environment in it is ec2-user's already and holds many thousand files.
+chown "$NOTEBOOK_USER:$NOTEBOOK_USER" "$STATE_DIR"
+chown -R "$NOTEBOOK_USER:$NOTEBOOK_USER" "$EXAMPLES_DIR"
 install_idle_check
