@@ -29,9 +29,11 @@ EXAMPLES_DIR = REPO_ROOT / "notebook" / "examples"
 # Where the stack deploys the examples in the data bucket; on-start copies them from there.
 EXAMPLES_PREFIX = "notebooks/examples/"
 
-# What the notebook's role may read, and the subset it may write (prepared data, released adapters).
+# What the notebook's role may read, and what it may write: prepared data, released adapters with their
+# manifests, and the model.tar.gz of an adapter trained in the notebook (the Inference stack registers
+# adapters from manifests whose artifact lies under training/; the notebook's never replace a job's).
 READ_PREFIXES = ("datasets/", "models/", "adapters/", "training/", "notebooks/")
-WRITE_PREFIXES = ("datasets/", "adapters/")
+WRITE_PREFIXES = ("datasets/", "adapters/", "training/notebook-")
 
 # Amazon Linux 2023, JupyterLab 4: the newest platform CloudFormation accepts.
 PLATFORM_IDENTIFIER = "notebook-al2023-v1"
@@ -214,10 +216,14 @@ class LlamaFactoryNotebook(Construct):
             [
                 {
                     "id": "AwsSolutions-IAM5",
-                    "reason": "Object access is limited to the named data prefixes (read datasets/, models/, "
-                    "adapters/, training/, notebooks/; write datasets/ and adapters/); object keys under a "
-                    "prefix are chosen by users, so only the key part is a wildcard.",
-                    "applies_to": [f"Resource::{bucket_arn}/{prefix}*" for prefix in READ_PREFIXES],
+                    "reason": "Object access is limited to the named data prefixes (read datasets/, "
+                    "models/, adapters/, training/, notebooks/; write datasets/, adapters/, "
+                    "training/notebook-); object keys under a prefix are chosen by users, so only the key "
+                    "part is a wildcard.",
+                    "applies_to": [
+                        f"Resource::{bucket_arn}/{prefix}*"
+                        for prefix in sorted({*READ_PREFIXES, *WRITE_PREFIXES})
+                    ],
                 },
                 {
                     "id": "AwsSolutions-IAM5",

@@ -101,9 +101,36 @@ def test_the_pipeline_notebook_starts_and_follows_an_execution():
     assert "sfn.start_execution(" in source and "sfn.describe_execution(" in source
 
 
+def test_the_qlora_notebook_can_register_its_adapter_like_the_pipeline_does():
+    source = code(EXAMPLES_DIR / EXPECTED[0])
+    # The Inference stack's registration reads these manifest fields and wants the artifact under training/.
+    for field in ["adapter_name", "model_artifact", "training_job_name", "base_model"]:
+        assert f'"{field}":' in source, f"manifest lacks {field}"
+    assert 'artifact_key = f"training/{job_name}/output/model.tar.gz"' in source
+    assert 'job_name = f"notebook-{ADAPTER_NAME}-' in source, "the role may write training/notebook-* only"
+    assert 'Key=f"adapters/{ADAPTER_NAME}/manifest.json"' in source and 'IfNoneMatch="*"' in source
+
+
+def test_the_pipeline_request_uses_the_pipelines_fields():
+    source = code(EXAMPLES_DIR / EXPECTED[2])
+    for field in [
+        "recipe",
+        "adapter_name",
+        "train_data",
+        "base_model",
+        "instance_type",
+        "use_spot",
+        "max_runtime_hours",
+        "hyperparameters",
+    ]:
+        assert f'"{field}":' in source, f"request lacks {field}"
+
+
 def test_the_endpoint_notebook_names_the_adapters_inference_component():
     source = code(EXAMPLES_DIR / EXPECTED[3])
-    assert 'COMPONENT_PREFIX = "adapter-"' in source
+    assert 'COMPONENT_PREFIX = "llmft-"' in source, (
+        "the Inference stack names components <stack_prefix>-<adapter>"
+    )
     assert 'InferenceComponentName=f"{COMPONENT_PREFIX}{adapter}"' in source
     assert 'boto3.client("sagemaker-runtime"' in source
 

@@ -152,7 +152,8 @@ def test_role_reads_and_writes_only_its_data_prefixes(template):
     assert prefixes(by_action[str(["s3:AbortMultipartUpload", "s3:PutObject"])]) == [
         "<ref>/adapters/*",
         "<ref>/datasets/*",
-    ], "writes only to datasets/ and adapters/"
+        "<ref>/training/notebook-*",
+    ], "writes only to datasets/, adapters/ and its own training/notebook-* artifacts"
     kms = by_action[str(["kms:Decrypt", "kms:GenerateDataKey"])]
     assert stack_output(kms["Resource"], "LlmFt-Data", "StoreProjectKey")
     assert list(kms["Condition"]["StringEquals"]) == ["kms:ViaService"], "the key only through S3"
