@@ -8,15 +8,21 @@ from cdk_nag import AwsSolutionsChecks, NagReportFormat
 
 from project_config import CONTEXT_KEY, ProjectConfig, load_config
 from stacks.data_stack import DataStack
+from stacks.hyperpod_stack import HyperPodStack
+from stacks.inference_stack import InferenceStack
 from stacks.network_stack import NetworkStack
 from stacks.notebook_stack import NotebookStack
+from stacks.training_image_stack import TrainingImageStack
 
 
 @dataclass(frozen=True)
 class Stacks:
     data: DataStack
     network: NetworkStack
-    notebook: NotebookStack | None = None
+    training_image: TrainingImageStack
+    hyperpod: HyperPodStack | None
+    inference: InferenceStack | None
+    notebook: NotebookStack | None
 
     def all(self) -> list[cdk.Stack]:
         return [stack for stack in vars(self).values() if stack is not None]
@@ -34,6 +40,32 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
     prefix = config.stack_prefix
     data = DataStack(app, f"{prefix}-Data", config=config.data, env=env)
     network = NetworkStack(app, f"{prefix}-Network", config=config.network, key=data.store.key, env=env)
+    training_image = TrainingImageStack(
+        app, f"{prefix}-TrainingImage", config=config.training, key=data.store.key, env=env
+    )
+    hyperpod = None
+    if config.hyperpod.enabled:
+        hyperpod = HyperPodStack(
+            app,
+            f"{prefix}-HyperPod",
+            config=config.hyperpod,
+            network=network.network,
+            store=data.store,
+            repository=training_image.image.repository,
+            image_uri=training_image.image.image_uri,
+            env=env,
+        )
+    inference = None
+    if config.inference.enabled:
+        inference = InferenceStack(
+            app,
+            f"{prefix}-Inference",
+            config=config.inference,
+            network=network.network,
+            store=data.store,
+            component_prefix=prefix,
+            env=env,
+        )
     notebook = None
     if config.notebook.enabled:
         notebook = NotebookStack(
@@ -44,7 +76,14 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
             store=data.store,
             env=env,
         )
-    stacks = Stacks(data=data, network=network, notebook=notebook)
+    stacks = Stacks(
+        data=data,
+        network=network,
+        training_image=training_image,
+        hyperpod=hyperpod,
+        inference=inference,
+        notebook=notebook,
+    )
     for stack in stacks.all():
         cdk.Tags.of(stack).add("project", prefix)
     # Checked over the whole app; reports per stack (CSV and JSON) land in the output folder.

@@ -1,13 +1,17 @@
 """Reads the `llmft` context object into one frozen ProjectConfig."""
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from project_config import checks
 from project_config.data import DataConfig, parse_data
+from project_config.hyperpod import HyperPodConfig, parse_hyperpod
+from project_config.inference import InferenceConfig, parse_inference
 from project_config.network import NetworkConfig, parse_network
 from project_config.notebook import NotebookConfig, parse_notebook
+from project_config.training import TrainingConfig, parse_training
 
 CONTEXT_KEY = "llmft"
 ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
@@ -22,6 +26,9 @@ class ProjectConfig:
     region: str | None = None
     network: NetworkConfig = field(default_factory=NetworkConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    hyperpod: HyperPodConfig = field(default_factory=HyperPodConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
     notebook: NotebookConfig = field(default_factory=NotebookConfig)
 
     @property
@@ -32,6 +39,12 @@ class ProjectConfig:
 def load_config(raw: Any) -> ProjectConfig:
     """Validate the context object; any bad value raises ConfigError naming its key."""
     key = CONTEXT_KEY
+    if isinstance(raw, str):
+        # `cdk synth -c llmft='{...}'` hands the object over as a JSON string.
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as error:
+            raise checks.ConfigError(key, raw, f"expected a JSON object ({error})") from None
     values = checks.section(raw, key, ProjectConfig.__dataclass_fields__)
     account = checks.optional_string(
         f"{key}.account", values.get("account"), pattern=ACCOUNT_PATTERN, rule="expected 12 digits or null"
@@ -82,5 +95,10 @@ def load_config(raw: Any) -> ProjectConfig:
         region=region,
         network=network,
         data=parse_data(values.get("data"), f"{key}.data"),
+        training=parse_training(values.get("training"), f"{key}.training"),
+        hyperpod=parse_hyperpod(
+            values.get("hyperpod"), f"{key}.hyperpod", network_zones=network.availability_zones
+        ),
+        inference=parse_inference(values.get("inference"), f"{key}.inference", internet=not network.isolated),
         notebook=notebook,
     )

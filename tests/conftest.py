@@ -23,7 +23,11 @@ from project_config import CONTEXT_KEY, load_config  # noqa: E402
 CDK_JSON_CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
 
 # Every optional stack switched on, so the gates (nag, cfn-lint, snapshots) cover all of them.
-FULL_TEST_CONFIG: dict = {"notebook": {"enabled": True}}
+FULL_TEST_CONFIG: dict = {
+    "hyperpod": {"enabled": True},
+    "inference": {"enabled": True},
+    "notebook": {"enabled": True},
+}
 
 
 @dataclass

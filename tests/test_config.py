@@ -92,3 +92,14 @@ def test_a_bad_value_names_its_key_value_and_rule(overrides, key, rule):
 def test_the_bad_value_itself_is_quoted():
     with pytest.raises(ConfigError, match=r"nat_gateways = 7 is invalid"):
         load_config(project_context({"network": {"nat_gateways": 7}}))
+
+
+def test_context_given_on_the_command_line_as_json_text_is_parsed():
+    config = load_config('{"network": {"nat_gateways": 0}}')
+    assert config.network.nat_gateways == 0 and config.network.isolated
+
+
+def test_command_line_context_that_is_not_json_names_the_key():
+    expected = r"cdk.json context llmft = 'nat=0' is invalid: expected a JSON object"
+    with pytest.raises(ConfigError, match=expected):
+        load_config("nat=0")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -74,23 +75,17 @@ def check_input_data_config(config: Mapping[str, Any]) -> None:
     for name, channel in config.items():
         mode = channel.get("TrainingInputMode", "File")
         if mode not in INPUT_MODES:
-            raise ConfigError(
-                f"channel {name} uses input mode {mode}; allowed: {', '.join(INPUT_MODES)}"
-            )
+            raise ConfigError(f"channel {name} uses input mode {mode}; allowed: {', '.join(INPUT_MODES)}")
 
 
 def choose_model_path(model_id: str | None, model_channel: Path | None) -> str:
     """The base model: the model channel's files, or a Hugging Face Hub id."""
     if model_channel is not None and model_id:
-        raise ConfigError(
-            f"both a model channel and model_id={model_id!r} were given; give only one"
-        )
+        raise ConfigError(f"both a model channel and model_id={model_id!r} were given; give only one")
     if model_channel is not None:
         if not (model_channel / "config.json").is_file():
             found = sorted(p.name for p in model_channel.iterdir())[:10]
-            raise ConfigError(
-                f"model channel {model_channel} has no config.json at its top; found {found}"
-            )
+            raise ConfigError(f"model channel {model_channel} has no config.json at its top; found {found}")
         return str(model_channel)
     if not model_id:
         raise ConfigError("no base model: give a model channel or a model_id hyperparameter")
@@ -108,7 +103,10 @@ def _read_json(path: Path, default: Any) -> Any:
 
 def detect_gpus(env: Mapping[str, str]) -> int:
     if env.get(GPUS_ENV):
-        return int(env[GPUS_ENV])
+        value = env[GPUS_ENV]
+        if not value.isdigit():
+            raise ConfigError(f"{GPUS_ENV}={value!r} must be a whole number of GPUs, 0 or more")
+        return int(value)
     import torch
 
     return torch.cuda.device_count()
@@ -143,10 +141,10 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     gpus = detect_gpus(env)
     cluster = discover_cluster(paths, env, gpus)
 
-    data_dir = paths.work_dir / "data"
-    layout, rows = prepare_channel(
-        paths.channel("train"), data_dir / "train.jsonl", settings.dataset_format
-    )
+    # One folder per node: under Slurm the root may be a file system every node shares.
+    work_dir = paths.work_dir / f"node-{cluster.node_rank}"
+    data_dir = work_dir / "data"
+    layout, rows = prepare_channel(paths.channel("train"), data_dir / "train.jsonl", settings.dataset_format)
     info = {"train": dataset_info_entry(layout, "train.jsonl")}
     has_validation = paths.channel("validation").exists()
     if has_validation:
@@ -156,7 +154,6 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     print(f"llmft data layout={layout} train_rows={rows} validation={has_validation}", flush=True)
 
     resume = find_resume_checkpoint(paths.checkpoints)
-    probe = plan_launch(cluster, env, [], sys.executable)
     config = resolve_llamafactory_config(
         settings,
         RunInputs(
@@ -165,15 +162,13 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
             has_validation=has_validation,
             output_dir=str(paths.checkpoints),
             resume_from=str(resume) if resume else None,
-            world_size=probe.world_size,
+            world_size=cluster.world_size,
             has_gpu=gpus > 0,
         ),
     )
-    config_path = paths.work_dir / "llamafactory_config.yaml"
+    config_path = work_dir / "llamafactory_config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=True))
-    plan = plan_launch(
-        cluster, env, ["train", str(config_path)], sys.executable, count_efa_devices()
-    )
+    plan = plan_launch(cluster, env, ["train", str(config_path)], sys.executable, count_efa_devices())
     return Job(settings, config, config_path, plan, resume.name if resume else None)
 
 
@@ -181,9 +176,12 @@ class ProcessFailed(RuntimeError):
     """A training or merge process exited non-zero."""
 
 
-def _run(command: list[str], env: Mapping[str, str], what: str) -> None:
+def run_process(command: list[str], env: Mapping[str, str], what: str) -> None:
     print(f"llmft {what}: {' '.join(command)}", flush=True)
     code = subprocess.run(command, env=dict(env), check=False).returncode
+    if code < 0:
+        # SIGKILL with no error line of its own is most often the kernel's out-of-memory killer.
+        raise ProcessFailed(f"{what} process was killed by {signal.Signals(-code).name}")
     if code != 0:
         raise ProcessFailed(f"{what} process exited with code {code}")
 
@@ -209,10 +207,10 @@ def write_model(paths: JobPaths, job: Job, run_env: Mapping[str, str]) -> None:
     (paths.model_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if job.settings.merge_adapter:
         merge = export_config(job.config, str(paths.model_dir), str(paths.model_dir / "merged"))
-        merge_path = paths.work_dir / "llamafactory_export.yaml"
+        merge_path = job.config_path.with_name("llamafactory_export.yaml")
         merge_path.write_text(yaml.safe_dump(merge, sort_keys=True))
         command = [sys.executable, "-m", "llmft_train.worker", "export", str(merge_path)]
-        _run(command, run_env, "merge")
+        run_process(command, run_env, "merge")
 
 
 def run(paths: JobPaths, env: Mapping[str, str], token: str | None) -> None:
@@ -225,12 +223,12 @@ def run(paths: JobPaths, env: Mapping[str, str], token: str | None) -> None:
     run_env = {**RUN_ENV, **env, **job.plan.env}
     if token:
         run_env["HF_TOKEN"] = token
-    _run(job.plan.command, run_env, "training")
+    run_process(job.plan.command, run_env, "training")
     if job.plan.is_primary:
         write_model(paths, job, run_env)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main() -> int:
     env = dict(os.environ)
     paths = JobPaths.from_env(env)
     paths.failure_file.unlink(missing_ok=True)

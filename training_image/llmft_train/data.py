@@ -30,9 +30,7 @@ def list_data_files(channel_dir: Path) -> list[Path]:
     if channel_dir.is_file():
         files = [channel_dir]
     else:
-        files = sorted(
-            p for p in channel_dir.rglob("*") if p.is_file() and not p.name.startswith(".")
-        )
+        files = sorted(p for p in channel_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
     if not files:
         raise DatasetError(f"channel {channel_dir.name}: no data files in {channel_dir}")
     for path in files:
@@ -83,10 +81,10 @@ def iter_json_rows(text: str, name: str) -> Iterator[tuple[int, Any]]:
 def _iter_file_rows(path: Path, name: str) -> Iterator[tuple[int, Any]]:
     if path.suffix == ".jsonl":
         # Streamed: JSON Lines files can be larger than memory.
-        with path.open(encoding="utf-8") as lines:
+        with path.open(encoding="utf-8-sig") as lines:
             yield from _iter_lines(lines, name)
     else:
-        yield from iter_json_rows(path.read_text(encoding="utf-8"), name)
+        yield from iter_json_rows(path.read_text(encoding="utf-8-sig"), name)
 
 
 def detect_format(row: Any, where: str) -> str:

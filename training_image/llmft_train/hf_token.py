@@ -49,5 +49,9 @@ def fetch_hf_token(arn: str, client_factory: Callable[..., Any] | None = None) -
 
         client_factory = boto3.client
     client = client_factory("secretsmanager", region_name=secret_region(arn))
-    response = client.get_secret_value(SecretId=arn)
+    try:
+        response = client.get_secret_value(SecretId=arn)
+    except Exception as error:
+        # Access denied, missing secret or no network: name the secret, never its value.
+        raise ConfigError(f"cannot read the secret {arn} named by {SECRET_ARN_ENV}: {error}") from None
     return token_from_secret_string(response.get("SecretString", ""), arn)

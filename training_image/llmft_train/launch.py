@@ -26,11 +26,21 @@ class Cluster:
 
     @property
     def master(self) -> str:
-        return self.hosts[0]
+        # One node talks to itself: loopback works even where its own name does not resolve.
+        return self.hosts[0] if len(self.hosts) > 1 else "127.0.0.1"
 
     @property
     def is_primary(self) -> bool:
         return self.node_rank == 0
+
+    @property
+    def processes_per_node(self) -> int:
+        # A machine without GPUs still runs one (CPU) process.
+        return max(self.gpus_per_node, 1)
+
+    @property
+    def world_size(self) -> int:
+        return len(self.hosts) * self.processes_per_node
 
 
 @dataclass(frozen=True)
@@ -48,9 +58,7 @@ def cluster_from_sagemaker(resource_config: Mapping, gpus_per_node: int) -> Clus
     if not isinstance(hosts, list) or not hosts or not all(isinstance(h, str) for h in hosts):
         raise ConfigError(f"resourceconfig.json: 'hosts' must be a non-empty list, got {hosts!r}")
     if current not in hosts:
-        raise ConfigError(
-            f"resourceconfig.json: current_host {current!r} is not one of hosts {hosts}"
-        )
+        raise ConfigError(f"resourceconfig.json: current_host {current!r} is not one of hosts {hosts}")
     # Every node reads the same list in the same order, so list order fixes the ranks.
     return Cluster(
         hosts=tuple(hosts),
@@ -126,9 +134,7 @@ def cluster_from_slurm(env: Mapping[str, str], detected_gpus: int) -> Cluster:
     hosts = tuple(expand_nodelist(spec))
     nnodes = _int_env(env, "SLURM_NNODES") if "SLURM_NNODES" in env else len(hosts)
     if nnodes != len(hosts):
-        raise ConfigError(
-            f"SLURM_NNODES={nnodes} but SLURM_JOB_NODELIST {spec!r} names {len(hosts)} hosts"
-        )
+        raise ConfigError(f"SLURM_NNODES={nnodes} but SLURM_JOB_NODELIST {spec!r} names {len(hosts)} hosts")
     node_rank = _int_env(env, "SLURM_NODEID")
     if not 0 <= node_rank < nnodes:
         raise ConfigError(f"SLURM_NODEID={node_rank} is outside 0..{nnodes - 1}")
@@ -144,16 +150,20 @@ def plan_launch(
     efa_devices: int = 0,
 ) -> LaunchPlan:
     """One process for one device; torchrun across all GPUs of all nodes otherwise."""
-    nproc = max(cluster.gpus_per_node, 1)
+    nproc = cluster.processes_per_node
     nnodes = len(cluster.hosts)
-    world_size = nnodes * nproc
+    world_size = cluster.world_size
     worker = ["-m", WORKER_MODULE, *worker_args]
     if world_size == 1:
         return LaunchPlan(command=[python, *worker], world_size=1, is_primary=True)
 
+    # A port the job already chose (another job on a shared Slurm node, say) is kept.
+    port = env.get("MASTER_PORT") or str(MASTER_PORT)
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"MASTER_PORT={port!r} is not a TCP port number (1-65535)")
     plan_env = {
         "MASTER_ADDR": cluster.master,
-        "MASTER_PORT": str(MASTER_PORT),
+        "MASTER_PORT": port,
         "NNODES": str(nnodes),
         "NODE_RANK": str(cluster.node_rank),
     }
@@ -173,9 +183,7 @@ def plan_launch(
         f"--node_rank={cluster.node_rank}",
         f"--nproc_per_node={nproc}",
         f"--master_addr={cluster.master}",
-        f"--master_port={MASTER_PORT}",
+        f"--master_port={port}",
         *worker,
     ]
-    return LaunchPlan(
-        command=command, env=plan_env, world_size=world_size, is_primary=cluster.is_primary
-    )
+    return LaunchPlan(command=command, env=plan_env, world_size=world_size, is_primary=cluster.is_primary)

@@ -26,9 +26,7 @@ def find_resume_checkpoint(checkpoints_dir: Path) -> Path | None:
     """The newest complete checkpoint in the checkpoints folder, if any."""
     if not checkpoints_dir.is_dir():
         return None
-    entries = {
-        p.name: (p / "trainer_state.json").is_file() for p in checkpoints_dir.iterdir() if p.is_dir()
-    }
+    entries = {p.name: (p / "trainer_state.json").is_file() for p in checkpoints_dir.iterdir() if p.is_dir()}
     name = newest_checkpoint(entries)
     return checkpoints_dir / name if name else None
 

@@ -64,6 +64,7 @@ COMMON_KEYS: dict[str, type] = {
     "preprocessing_num_workers": int,
     "dataloader_num_workers": int,
     "trust_remote_code": bool,
+    "disable_tqdm": bool,
 }
 LORA_KEYS: dict[str, type] = {
     "lora_rank": int,
@@ -213,8 +214,7 @@ def parse_recipe(name: str, data: Any) -> Recipe:
     _check_choice("distributed", distributed)
     typed = {**COMMON_KEYS, **LORA_KEYS, **QUANTIZATION_KEYS}
     values = {
-        key: parse_value(key, value, typed[key]) if key in typed else value
-        for key, value in settings.items()
+        key: parse_value(key, value, typed[key]) if key in typed else value for key, value in settings.items()
     }
     return Recipe(name, str(data.get("description", "")), distributed, values)
 
@@ -231,10 +231,7 @@ def _unknown_key_message(key: str, recipe: Recipe) -> str:
     allowed = recipe.allowed_keys()
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    return (
-        f"unknown hyperparameter {key!r} for recipe {recipe.name!r}{hint}; "
-        f"allowed: {', '.join(allowed)}"
-    )
+    return f"unknown hyperparameter {key!r} for recipe {recipe.name!r}{hint}; allowed: {', '.join(allowed)}"
 
 
 def parse_hyperparameters(raw: Mapping[str, Any], recipes: Mapping[str, Recipe]) -> JobSettings:
@@ -324,6 +321,8 @@ def resolve_llamafactory_config(settings: JobSettings, inputs: RunInputs) -> dic
         report_to="none",
         include_num_input_tokens_seen=True,
     )
+    # Progress bars redraw with carriage returns, which glue them to other lines in job logs.
+    config.setdefault("disable_tqdm", True)
     if inputs.resume_from:
         config["resume_from_checkpoint"] = inputs.resume_from
     if inputs.has_validation:

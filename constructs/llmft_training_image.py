@@ -1,0 +1,295 @@
+"""The training image: an ECR repository and a cloud-side build of `training_image/` on every deploy.
+
+No Docker is needed on the deploying machine: the source goes up as an S3 asset, CodeBuild builds and
+pushes it, and a custom resource holds the deploy until the build has finished. The tag is the asset's
+content hash, so an unchanged source means an unchanged resource and no build.
+"""
+
+from pathlib import Path
+
+from aws_cdk import Aws, CustomResource, Duration, RemovalPolicy, Stack
+from aws_cdk import aws_codebuild as codebuild
+from aws_cdk import aws_ecr as ecr
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3_assets as s3_assets
+from aws_cdk import aws_stepfunctions as sfn
+from aws_cdk import custom_resources as cr
+from cdk_nag import NagSuppressions
+
+from constructs import Construct
+from constructs.llmft_logs import encrypted_log_group
+from project_config.training import TrainingConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+HANDLER_DIR = ROOT / "image_build"
+# Left out of the uploaded build context: tests and local caches never go into the image.
+SOURCE_EXCLUDES = [
+    "tests",
+    "**/__pycache__",
+    "**/*.pyc",
+    "**/.pytest_cache",
+    "**/.ruff_cache",
+    "*.egg-info",
+    ".venv*",
+]
+# The AWS PyTorch training deep learning container is the image's base (see training_image/Dockerfile).
+DLC_BASE_REPOSITORY = "pytorch-training"
+# CloudFormation waits for a custom resource provider at most this long.
+MAX_DEPLOY_WAIT = Duration.hours(2)
+
+BUILD_SPEC = {
+    "version": "0.2",
+    "env": {"shell": "bash"},
+    "phases": {
+        "pre_build": {
+            "commands": [
+                "LOGIN='docker login --username AWS --password-stdin'",
+                'aws ecr get-login-password | $LOGIN "$DLC_REGISTRY"',
+                'aws ecr get-login-password | $LOGIN "${REPOSITORY_URI%%/*}"',
+            ]
+        },
+        "build": {
+            "commands": [
+                'docker build --build-arg DLC_REGISTRY="$DLC_REGISTRY" --tag "$REPOSITORY_URI:$IMAGE_TAG" .',
+                # Pushed in the build phase: post_build would also run after a failed build.
+                'docker push "$REPOSITORY_URI:$IMAGE_TAG"',
+            ]
+        },
+    },
+}
+
+
+class TrainingImageBuild(Construct):
+    """ECR repository + CodeBuild project + a custom resource that builds `<repo>:<source hash>`."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: TrainingConfig,
+        key: kms.IKey,
+        source_dir: Path,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        stack = Stack.of(self)
+        self.repository = ecr.Repository(
+            self,
+            "Repository",
+            image_scan_on_push=True,
+            image_tag_mutability=ecr.TagMutability.IMMUTABLE,
+            encryption=ecr.RepositoryEncryption.KMS,
+            encryption_key=key,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                ecr.LifecycleRule(
+                    description=f"keep the newest {config.image_keep_count} images",
+                    max_image_count=config.image_keep_count,
+                )
+            ],
+        )
+        source = s3_assets.Asset(self, "Source", path=str(source_dir), exclude=SOURCE_EXCLUDES)
+        self.image_tag = source.asset_hash
+        self.image_uri = self.repository.repository_uri_for_tag(self.image_tag)
+
+        dlc_registry = f"{config.dlc_registry_account}.dkr.ecr.{Aws.REGION}.{Aws.URL_SUFFIX}"
+        self.build_logs = encrypted_log_group(
+            self, "BuildLogs", key=key, retention_days=config.log_retention_days
+        )
+        # Outside the VPC on purpose: the build installs Python packages from PyPI and pulls the base
+        # image, and the VPC may have no NAT (isolated); it touches nothing private, only S3 and ECR.
+        self.project = codebuild.Project(
+            self,
+            "Build",
+            description="Builds the LLaMA-Factory training image and pushes it to ECR",
+            source=codebuild.Source.s3(bucket=source.bucket, path=source.s3_object_key),
+            build_spec=codebuild.BuildSpec.from_object(BUILD_SPEC),
+            environment=codebuild.BuildEnvironment(
+                build_image=codebuild.LinuxBuildImage.STANDARD_7_0,
+                # The GPU base image is large: the large type has the disk and memory to build it.
+                compute_type=codebuild.ComputeType.LARGE,
+                privileged=True,
+                environment_variables={
+                    "REPOSITORY_URI": codebuild.BuildEnvironmentVariable(
+                        value=self.repository.repository_uri
+                    ),
+                    "DLC_REGISTRY": codebuild.BuildEnvironmentVariable(value=dlc_registry),
+                    "IMAGE_TAG": codebuild.BuildEnvironmentVariable(value=self.image_tag),
+                },
+            ),
+            encryption_key=key,
+            timeout=Duration.minutes(config.build_timeout_minutes),
+            logging=codebuild.LoggingOptions(
+                cloud_watch=codebuild.CloudWatchLoggingOptions(log_group=self.build_logs)
+            ),
+        )
+        self.repository.grant_pull_push(self.project)
+        self.project.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                    "ecr:BatchCheckLayerAvailability",
+                ],
+                resources=[
+                    stack.format_arn(
+                        service="ecr",
+                        account=config.dlc_registry_account,
+                        resource="repository",
+                        resource_name=DLC_BASE_REPOSITORY,
+                    )
+                ],
+            )
+        )
+        NagSuppressions.add_resource_suppressions(
+            self.project,
+            [
+                {
+                    "id": "AwsSolutions-CB3",
+                    "reason": "docker build needs a privileged build container; it runs only our buildspec "
+                    "on our own source asset",
+                }
+            ],
+        )
+        NagSuppressions.add_resource_suppressions(
+            self.project.role.node.find_child("DefaultPolicy"),
+            [
+                {
+                    "id": "AwsSolutions-IAM5",
+                    "reason": "written by aws-cdk-lib grants: read of the one source asset object "
+                    "(s3:GetObject*/GetBucket*/List*), the project key's data-key actions, CodeBuild's own "
+                    "report group and default log group named after this project, and "
+                    "ecr:GetAuthorizationToken, which has no resource-level scope",
+                    "applies_to": [
+                        "Action::s3:GetBucket*",
+                        "Action::s3:GetObject*",
+                        "Action::s3:List*",
+                        "Action::kms:GenerateDataKey*",
+                        "Action::kms:ReEncrypt*",
+                        "Resource::*",
+                        {"regex": "/^Resource::arn:<AWS::Partition>:codebuild:.*:report-group/.*-\\*$/"},
+                        {"regex": "/^Resource::arn:<AWS::Partition>:logs:.*:log-group:/aws/codebuild/.*$/"},
+                    ],
+                }
+            ],
+        )
+
+        self.build = self._build_resource(config=config, key=key)
+
+    def _build_resource(self, *, config: TrainingConfig, key: kms.IKey) -> CustomResource:
+        code = lambda_.Code.from_asset(str(HANDLER_DIR), exclude=["**/__pycache__"])
+        start = self._handler("StartBuild", "handler.on_event", code, key, config)
+        check = self._handler("CheckBuild", "handler.is_complete", code, key, config)
+        start.add_to_role_policy(
+            iam.PolicyStatement(actions=["codebuild:StartBuild"], resources=[self.project.project_arn])
+        )
+        start.add_to_role_policy(
+            iam.PolicyStatement(actions=["ecr:DescribeImages"], resources=[self.repository.repository_arn])
+        )
+        check.add_to_role_policy(
+            iam.PolicyStatement(actions=["codebuild:BatchGetBuilds"], resources=[self.project.project_arn])
+        )
+        # The framework's own functions log here; their roles get write access to it and nothing managed.
+        framework_logs = encrypted_log_group(
+            self, "ProviderLogs", key=key, retention_days=config.log_retention_days
+        )
+        on_event_role = _lambda_role(self, "ProviderOnEventRole", framework_logs)
+        waiter_role = _lambda_role(self, "ProviderWaiterRole", framework_logs)
+        provider = cr.Provider(
+            self,
+            "Provider",
+            on_event_handler=start,
+            is_complete_handler=check,
+            query_interval=Duration.minutes(1),
+            total_timeout=MAX_DEPLOY_WAIT,
+            log_group=framework_logs,
+            framework_on_event_role=on_event_role,
+            framework_complete_and_timeout_role=waiter_role,
+            disable_waiter_state_machine_logging=False,
+            waiter_state_machine_log_options=cr.LogOptions(
+                destination=encrypted_log_group(
+                    self, "WaiterLogs", key=key, retention_days=config.log_retention_days
+                ),
+                level=sfn.LogLevel.ALL,
+                include_execution_data=True,
+            ),
+        )
+        self._suppress_provider_findings(provider, [on_event_role, waiter_role])
+        return CustomResource(
+            self,
+            "Image",
+            service_token=provider.service_token,
+            resource_type="Custom::TrainingImageBuild",
+            properties={
+                "ProjectName": self.project.project_name,
+                "RepositoryName": self.repository.repository_name,
+                "ImageTag": self.image_tag,
+                "ImageUri": self.image_uri,
+            },
+        )
+
+    def _handler(
+        self, construct_id: str, handler: str, code: lambda_.Code, key: kms.IKey, config: TrainingConfig
+    ) -> lambda_.Function:
+        log_group = encrypted_log_group(
+            self, f"{construct_id}Logs", key=key, retention_days=config.log_retention_days
+        )
+        return lambda_.Function(
+            self,
+            construct_id,
+            runtime=lambda_.Runtime.PYTHON_3_14,
+            handler=handler,
+            code=code,
+            timeout=Duration.minutes(1),
+            log_group=log_group,
+            role=_lambda_role(self, f"{construct_id}Role", log_group),
+        )
+
+    def _suppress_provider_findings(self, provider: cr.Provider, roles: list[iam.Role]) -> None:
+        """Findings on what aws-cdk-lib's provider framework generates, each with why it is right here."""
+        # The framework may invoke any version of the handler functions it was given: `<fn arn>:*`.
+        function_versions = {"regex": "/^Resource::<[A-Za-z0-9]+\\.Arn>:\\*$/"}
+        waiter = provider.node.find_child("waiter-state-machine")
+        for policy in [role.node.find_child("DefaultPolicy") for role in roles]:
+            NagSuppressions.add_resource_suppressions(
+                policy,
+                [
+                    {
+                        "id": "AwsSolutions-IAM5",
+                        "reason": "the provider framework invokes the versions of this construct's own "
+                        "handler functions (<function arn>:*), written by aws-cdk-lib",
+                        "applies_to": [function_versions],
+                    }
+                ],
+            )
+        NagSuppressions.add_resource_suppressions(
+            waiter.node.find_child("Role").node.find_child("DefaultPolicy"),
+            [
+                {
+                    "id": "AwsSolutions-IAM5",
+                    "reason": "the waiter invokes versions of the framework's own functions (<arn>:*), and "
+                    "CloudWatch Logs delivery actions for its ALL-level log have no resource scope (*)",
+                    "applies_to": [function_versions, "Resource::*"],
+                }
+            ],
+        )
+        NagSuppressions.add_resource_suppressions(
+            waiter,
+            [
+                {
+                    "id": "AwsSolutions-SF2",
+                    "reason": "the provider framework's waiter only retries the build check once a minute; "
+                    "each check is logged by its Lambda and the waiter logs ALL events, X-Ray adds nothing",
+                }
+            ],
+        )
+
+
+def _lambda_role(scope: Construct, construct_id: str, log_group: logs.ILogGroup) -> iam.Role:
+    """A Lambda role that may write only to its own log group (no AWS managed policy)."""
+    role = iam.Role(scope, construct_id, assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"))
+    log_group.grant_write(role)
+    return role

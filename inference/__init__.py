@@ -1,0 +1,1 @@
+"""Serving: LMI image and environment planning, adapter registration, and the invoke command."""

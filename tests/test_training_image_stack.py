@@ -1,0 +1,119 @@
+"""TrainingImage stack: the repository, the cloud-side build and the deploy-time wait for it."""
+
+import json
+
+import aws_cdk as cdk
+import pytest
+from aws_cdk.assertions import Match, Template
+
+from constructs.llmft_training_image import BUILD_SPEC, TrainingImageBuild
+from project_config.training import TrainingConfig
+
+
+@pytest.fixture(scope="module")
+def template(default_app) -> Template:
+    return default_app.template(default_app.stacks.training_image)
+
+
+def test_repository_scans_on_push_has_immutable_tags_kms_and_is_retained(template):
+    template.has_resource(
+        "AWS::ECR::Repository",
+        {
+            "Properties": {
+                "ImageScanningConfiguration": {"ScanOnPush": True},
+                "ImageTagMutability": "IMMUTABLE",
+                "EncryptionConfiguration": {"EncryptionType": "KMS", "KmsKey": Match.any_value()},
+            },
+            "DeletionPolicy": "Retain",
+            "UpdateReplacePolicy": "Retain",
+        },
+    )
+
+
+def test_lifecycle_keeps_the_configured_number_of_images(template):
+    repository = next(iter(template.find_resources("AWS::ECR::Repository").values()))
+    policy = json.loads(repository["Properties"]["LifecyclePolicy"]["LifecyclePolicyText"])
+    selection = policy["rules"][0]["selection"]
+    assert selection["countType"] == "imageCountMoreThan" and selection["countNumber"] == 10, policy
+
+
+def test_build_is_privileged_encrypted_logged_and_outside_the_vpc(template):
+    project = next(iter(template.find_resources("AWS::CodeBuild::Project").values()))["Properties"]
+    assert project["Environment"]["PrivilegedMode"] is True, "docker build needs privileged mode"
+    assert "EncryptionKey" in project, "build artifacts must use the project key"
+    assert project["LogsConfig"]["CloudWatchLogs"]["Status"] == "ENABLED"
+    assert "VpcConfig" not in project, "the build must reach PyPI and the DLC registry without a NAT"
+    assert project["TimeoutInMinutes"] == 100
+    names = {v["Name"] for v in project["Environment"]["EnvironmentVariables"]}
+    assert {"REPOSITORY_URI", "DLC_REGISTRY", "IMAGE_TAG"} <= names, names
+    template.has_resource_properties(
+        "AWS::Logs::LogGroup", {"KmsKeyId": Match.any_value(), "RetentionInDays": 90}
+    )
+
+
+def test_buildspec_logs_in_to_the_dlc_registry_and_pushes_in_the_build_phase():
+    pre_build = " ".join(BUILD_SPEC["phases"]["pre_build"]["commands"])
+    build = BUILD_SPEC["phases"]["build"]["commands"]
+    assert "--password-stdin" in pre_build and '$LOGIN "$DLC_REGISTRY"' in pre_build, pre_build
+    assert build[-1].startswith("docker push") and "post_build" not in BUILD_SPEC["phases"]
+
+
+def test_dlc_registry_account_is_configurable(template):
+    project = next(iter(template.find_resources("AWS::CodeBuild::Project").values()))["Properties"]
+    registry = next(v for v in project["Environment"]["EnvironmentVariables"] if v["Name"] == "DLC_REGISTRY")
+    assert "763104351884.dkr.ecr." in json.dumps(registry["Value"])
+
+
+def test_build_role_may_pull_only_the_pytorch_dlc_from_the_dlc_account(template):
+    policies = json.dumps(template.find_resources("AWS::IAM::Policy"))
+    assert ":763104351884:repository/pytorch-training" in policies
+    assert ":763104351884:repository/*" not in policies
+
+
+def test_deploy_waits_for_the_build_through_a_custom_resource(default_app, template):
+    image = default_app.stacks.training_image.image
+    template.has_resource_properties(
+        "Custom::TrainingImageBuild",
+        {
+            "ImageTag": image.image_tag,
+            "ProjectName": {"Ref": Match.string_like_regexp("ImageBuild")},
+            "RepositoryName": {"Ref": Match.string_like_regexp("ImageRepository")},
+        },
+    )
+    waiter = next(iter(template.find_resources("AWS::StepFunctions::StateMachine").values()))
+    definition = json.dumps(waiter["Properties"]["DefinitionString"])
+    # query interval 60 s x 120 attempts: the 2-hour maximum a deploy may wait for the build.
+    assert '\\"IntervalSeconds\\":60,\\"MaxAttempts\\":120' in definition, definition[:400]
+    assert waiter["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+
+
+def test_handlers_use_own_roles_without_aws_managed_policies(template):
+    for logical_id, role in template.find_resources("AWS::IAM::Role").items():
+        assert "ManagedPolicyArns" not in role["Properties"], f"{logical_id} has a managed policy"
+
+
+def test_image_uri_is_a_stack_output_tagged_with_the_source_hash(default_app, template):
+    image = default_app.stacks.training_image.image
+    assert len(image.image_tag) == 64 and int(image.image_tag, 16) >= 0, image.image_tag
+    outputs = template.find_outputs("TrainingImageUri")
+    assert image.image_tag in json.dumps(outputs), outputs
+
+
+def _tag_for(source_dir) -> str:
+    stack = cdk.Stack(cdk.App(), "Probe")
+    key = cdk.aws_kms.Key(stack, "Key")
+    return TrainingImageBuild(
+        stack, "Image", config=TrainingConfig(), key=key, source_dir=source_dir
+    ).image_tag
+
+
+def test_tag_changes_with_the_source_and_ignores_tests_and_caches(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    first = _tag_for(tmp_path)
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_x.py").write_text("assert True\n")
+    (tmp_path / "__pycache__").mkdir()
+    (tmp_path / "__pycache__" / "x.pyc").write_bytes(b"\0")
+    assert _tag_for(tmp_path) == first, "tests and caches must not change the image tag"
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nLABEL v=2\n")
+    assert _tag_for(tmp_path) != first, "a changed source must get a new tag (and a build)"
