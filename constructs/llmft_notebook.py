@@ -17,10 +17,11 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_deployment as s3deploy
 from aws_cdk import aws_sagemaker as sagemaker
 from aws_cdk import aws_stepfunctions as sfn
-from cdk_nag import NagSuppressions
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 
 from constructs import Construct
 from constructs.llmft_logs import encrypted_log_group
+from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack
 from project_config.notebook import NotebookConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -208,32 +209,26 @@ class LlamaFactoryNotebook(Construct):
         self._suppress_findings(data_bucket)
 
     def _suppress_findings(self, data_bucket: s3.IBucket) -> None:
-        """cdk-nag findings this construct accepts, each on one resource, with the exact wildcard."""
-        # cdk-nag names a bucket from another stack by its logical ID: <StoreDataBucket1234ABCD.Arn>.
-        bucket_arn = f"<{Stack.of(data_bucket).get_logical_id(data_bucket.node.default_child)}.Arn>"
+        """cdk-nag findings this construct accepts, each on one resource, naming the exact wildcards."""
         NagSuppressions.add_resource_suppressions(
             self.access_policy,
             [
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "Object access is limited to the named data prefixes (read datasets/, "
-                    "models/, adapters/, training/, notebooks/; write datasets/, adapters/, "
-                    "training/notebook-); object keys under a prefix are chosen by users, so only the key "
-                    "part is a wildcard.",
-                    "applies_to": [
-                        f"Resource::{bucket_arn}/{prefix}*"
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="Object access is limited to the named data prefixes (read datasets/, models/, "
+                    "adapters/, training/, notebooks/; write datasets/, adapters/, training/notebook-); "
+                    "object keys under a prefix are chosen by users, so only the key part is a wildcard.",
+                    applies_to=[
+                        arn_of_other_stack(data_bucket, f"/{prefix}*")
                         for prefix in sorted({*READ_PREFIXES, *WRITE_PREFIXES})
                     ],
-                },
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "SageMaker names each notebook's lifecycle log stream after the instance, "
-                    "whose name CloudFormation generates; the statement covers the notebook log group only.",
-                    "applies_to": [
-                        "Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:"
-                        f"{LIFECYCLE_LOG_GROUP}:*"
-                    ],
-                },
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="SageMaker names each notebook's lifecycle log stream after the instance, whose "
+                    "name CloudFormation generates; the statement covers the notebook log group only.",
+                    applies_to=[arn_in_this_account("logs", f"log-group:{LIFECYCLE_LOG_GROUP}:*")],
+                ),
             ],
         )
         grants = self.role.node.try_find_child("DefaultPolicy")
@@ -241,12 +236,16 @@ class LlamaFactoryNotebook(Construct):
             NagSuppressions.add_resource_suppressions(
                 grants,
                 [
-                    {
-                        "id": "AwsSolutions-IAM5",
-                        "reason": "DescribeExecution is granted on the executions of the one training "
-                        "state machine (grant_execution); execution names are generated per run.",
-                        "applies_to": [{"regex": r"/^Resource::arn:.*:states:.*:execution:.*:\*$/"}],
-                    }
+                    NagPackSuppression(
+                        id="AwsSolutions-IAM5",
+                        reason="DescribeExecution is granted on the executions of the one training state "
+                        "machine (grant_execution); execution names are generated per run.",
+                        applies_to=[
+                            RegexAppliesTo(
+                                regex=r"/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):states:.*:execution:.*:\*$/"
+                            )
+                        ],
+                    )
                 ],
             )
         # The examples upload runs in aws-cdk-lib's own BucketDeployment handler; its shape is CDK's.
@@ -254,25 +253,28 @@ class LlamaFactoryNotebook(Construct):
         NagSuppressions.add_resource_suppressions(
             handler_role,
             [
-                {
-                    "id": "AwsSolutions-IAM4",
-                    "reason": "aws-cdk-lib's BucketDeployment handler role uses AWSLambdaBasicExecutionRole "
-                    "to write its logs; the role only copies the example notebooks into the data bucket.",
-                    "applies_to": [
-                        "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+                NagPackSuppression(
+                    id="AwsSolutions-IAM4",
+                    reason="aws-cdk-lib's BucketDeployment handler role uses AWSLambdaBasicExecutionRole to "
+                    "write its logs; the role only copies the example notebooks into the data bucket.",
+                    applies_to=[
+                        RegexAppliesTo(
+                            regex=r"/^Policy::arn:(<AWS::Partition>|aws[a-z-]*):iam::aws:policy\/service-role"
+                            r"\/AWSLambdaBasicExecutionRole$/"
+                        )
                     ],
-                },
+                ),
             ],
         )
         NagSuppressions.add_resource_suppressions(
             handler_role.node.find_child("DefaultPolicy"),
             [
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "BucketDeployment grants its handler CDK's wildcard read on the asset bucket "
-                    "and read-write on the data bucket; a Deny statement beside them limits every write and "
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="BucketDeployment grants its handler CDK's wildcard read on the asset bucket and "
+                    "read-write on the data bucket; a Deny statement beside them limits every write and "
                     "delete to notebooks/examples/.",
-                    "applies_to": [
+                    applies_to=[
                         "Action::s3:GetBucket*",
                         "Action::s3:GetObject*",
                         "Action::s3:List*",
@@ -280,10 +282,14 @@ class LlamaFactoryNotebook(Construct):
                         "Action::s3:DeleteObject*",
                         "Action::kms:GenerateDataKey*",
                         "Action::kms:ReEncrypt*",
-                        "Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*",
-                        f"Resource::{bucket_arn}/*",
+                        arn_of_other_stack(data_bucket, "/*"),
+                        # CDK's bootstrap asset bucket, whether account and region are tokens or literals.
+                        RegexAppliesTo(
+                            regex=r"/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):s3:::cdk-hnb659fds-assets-"
+                            r"(<AWS::AccountId>|\d{12})-(<AWS::Region>|[a-z0-9-]+)\/\*$/"
+                        ),
                     ],
-                },
+                ),
             ],
         )
         handler = next(
@@ -294,11 +300,11 @@ class LlamaFactoryNotebook(Construct):
         NagSuppressions.add_resource_suppressions(
             handler,
             [
-                {
-                    "id": "AwsSolutions-L1",
-                    "reason": "The BucketDeployment handler's runtime is pinned by aws-cdk-lib together with "
+                NagPackSuppression(
+                    id="AwsSolutions-L1",
+                    reason="The BucketDeployment handler's runtime is pinned by aws-cdk-lib together with "
                     "its bundled AWS CLI layer; it moves with aws-cdk-lib upgrades, not with this project.",
-                }
+                )
             ],
         )
 

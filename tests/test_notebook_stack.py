@@ -285,3 +285,19 @@ def test_nag_suppressions_are_exactly_the_documented_ones(full_app):
         ("AwsSolutions-IAM5", "Custom::CDKBucketDeployment/ServiceRole/DefaultPolicy/Resource"),
         ("AwsSolutions-L1", "Custom::CDKBucketDeployment/Resource"),
     }, "a suppression was added or widened: document it in docs/notebook.md"
+
+
+def test_suppressions_still_match_in_a_fixed_environment(tmp_path_factory):
+    """With an account and region, ARNs in findings carry literals instead of pseudo parameters."""
+    app = synthesize(
+        tmp_path_factory.mktemp("cdk-notebook-fixed-env"),
+        {
+            **FULL_TEST_CONFIG,
+            "account": "123456789012",
+            "region": "eu-west-1",
+            "network": {"availability_zones": ["eu-west-1a", "eu-west-1b"]},
+        },
+    )
+    annotations = Annotations.from_stack(app.stacks.notebook)
+    findings = annotations.find_error("*", NAG_MESSAGE) + annotations.find_warning("*", NAG_MESSAGE)
+    assert not findings, "\n".join(str(f.entry.data) for f in findings)
