@@ -26,6 +26,7 @@ CDK_JSON_CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
 FULL_TEST_CONFIG: dict = {
     "hyperpod": {"enabled": True},
     "inference": {"enabled": True},
+    "notebook": {"enabled": True},
 }
 
 
