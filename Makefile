@@ -42,7 +42,7 @@ test-cdk: synth lint
 test-image:
 	$(MAKE) -C training_image test
 
-test: test-cdk
+test: test-cdk test-image
 
 clean:
 	rm -rf cdk.out $(VENV) .venv-train node_modules

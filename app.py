@@ -11,6 +11,7 @@ from stacks.data_stack import DataStack
 from stacks.hyperpod_stack import HyperPodStack
 from stacks.inference_stack import InferenceStack
 from stacks.network_stack import NetworkStack
+from stacks.notebook_stack import NotebookStack
 from stacks.training_image_stack import TrainingImageStack
 from stacks.training_pipeline_stack import TrainingPipelineStack
 
@@ -23,6 +24,7 @@ class Stacks:
     training_pipeline: TrainingPipelineStack
     hyperpod: HyperPodStack | None
     inference: InferenceStack | None
+    notebook: NotebookStack | None
 
     def all(self) -> list[cdk.Stack]:
         return [stack for stack in vars(self).values() if stack is not None]
@@ -75,6 +77,16 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
             component_prefix=prefix,
             env=env,
         )
+    notebook = None
+    if config.notebook.enabled:
+        notebook = NotebookStack(
+            app,
+            f"{prefix}-Notebook",
+            config=config.notebook,
+            network=network.network,
+            store=data.store,
+            env=env,
+        )
     stacks = Stacks(
         data=data,
         network=network,
@@ -82,6 +94,7 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
         training_pipeline=training_pipeline,
         hyperpod=hyperpod,
         inference=inference,
+        notebook=notebook,
     )
     for stack in stacks.all():
         cdk.Tags.of(stack).add("project", prefix)

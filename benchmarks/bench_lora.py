@@ -23,7 +23,7 @@ One invocation (`all`) does, on one GPU:
 Usage (see benchmarks/run_h100.sh for the exact device command):
   python benchmarks/bench_lora.py all --out OUT --run 'stock|benchmarks/configs/stock_llama3_lora_sft.yaml' \
       --run 'default|training_image/llmft_train/recipes/lora.yaml' ...
-  A run spec is NAME|CONFIG_YAML[|key=value,key=value][|steps=N,warmup=W]; key=values override the config
+  A run spec is NAME|CONFIG_YAML[|key=value,key=value][|steps=N,warmup=W[,profile=1]]; key=values override the config
   (values parsed as YAML), used only for ablations, never for the rows that claim to be "what ships".
 """
 
@@ -234,10 +234,39 @@ def child(spec_path: str) -> None:
             self.attn = getattr(getattr(model, "config", None), "_attn_implementation", None)
 
     meter = Meter()
+    callbacks = [meter]
+    if spec.get("profile"):  # torch.profiler over two optimizer steps after the warm-up; table -> profile file
+
+        class Prof(TrainerCallback):
+            def __init__(self):
+                self.p = None
+                self.first = spec["warmup"] + 1
+
+            def on_step_begin(self, args, state, control, **kw):
+                if state.global_step + 1 == self.first:
+                    from torch.profiler import ProfilerActivity, profile
+
+                    self.p = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+                    self.p.__enter__()
+
+            def on_step_end(self, args, state, control, **kw):
+                if self.p is not None and state.global_step == self.first + 1:
+                    if cuda:
+                        torch.cuda.synchronize()
+                    self.p.__exit__(None, None, None)
+                    ka = self.p.key_averages()
+                    try:
+                        table = ka.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=90)
+                    except Exception:  # noqa: BLE001
+                        table = ka.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=90)
+                    Path(spec["profile"]).write_text(f"profile of optimizer steps {self.first}-{self.first + 1}\n{table}")
+                    self.p = None
+
+        callbacks.append(Prof())
     from llamafactory.train.tuner import run_exp
 
     t0 = time.perf_counter()
-    run_exp(spec["args"], callbacks=[meter])
+    run_exp(spec["args"], callbacks=callbacks)
     total_s = time.perf_counter() - t0
     w = spec["warmup"]
     marks = meter.marks
@@ -341,6 +370,8 @@ def run_all(a) -> None:
             "pad_id": 128004,
             "result": str(work / f"{name}.result.json"),
         }
+        if ctl.get("profile"):
+            spec["profile"] = str(out / f"profile_{name}.txt")
         spec_path = work / f"{name}.spec.json"
         spec_path.write_text(json.dumps(spec))
         print(f"[bench] === {name}: {cfg_path} overrides={over} ===", flush=True)

@@ -17,6 +17,7 @@ from cdk_nag import NagSuppressions
 
 from constructs import Construct
 from constructs.llmft_logs import encrypted_log_group
+from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack
 from project_config.hyperpod import FsxConfig, HyperPodConfig, InstanceGroupConfig
 
 LIFECYCLE_DIR = Path(__file__).resolve().parent.parent / "cluster_lifecycle"
@@ -282,7 +283,7 @@ class HyperPodCluster(Construct):
         self.cluster.node.add_dependency(self.role)
         self.cluster.node.add_dependency(self.file_system)
         self.cluster_id = Fn.select(1, Fn.split("/", self.cluster.attr_cluster_arn))
-        self._suppress(Stack.of(self), config)
+        self._suppress(Stack.of(self), config, data_bucket)
 
     def _group(
         self, group: InstanceGroupConfig, *, threads_per_core: int | None, key: kms.IKey
@@ -360,10 +361,10 @@ class HyperPodCluster(Construct):
             )
         )
 
-    def _suppress(self, stack: Stack, config: HyperPodConfig) -> None:
+    def _suppress(self, stack: Stack, config: HyperPodConfig, data_bucket: s3.IBucket) -> None:
         """Each finding on the one resource it concerns, with the reason it is right there."""
         bucket_objects = [
-            {"regex": f"/^Resource::<.*DataBucket.*\\.Arn>\\/{prefix[:-1]}\\/\\*$/"}
+            arn_of_other_stack(data_bucket, f"/{prefix}*")
             for prefix in (LIFECYCLE_PREFIX, *config.fsx.import_prefixes, *config.fsx.export_prefixes)
         ]
         NagSuppressions.add_resource_suppressions(
@@ -373,7 +374,7 @@ class HyperPodCluster(Construct):
                     "id": "AwsSolutions-IAM4",
                     "reason": "AmazonSageMakerClusterInstanceRolePolicy is the policy HyperPod documents for "
                     "its cluster instances (cluster agent, health checks, logs); AWS keeps it current.",
-                    "applies_to": [f"Policy::arn:<AWS::Partition>:iam::aws:policy/{INSTANCE_ROLE_POLICY}"],
+                    "appliesTo": [f"Policy::arn:<AWS::Partition>:iam::aws:policy/{INSTANCE_ROLE_POLICY}"],
                 }
             ],
         )
@@ -386,12 +387,12 @@ class HyperPodCluster(Construct):
                     "(grant_read's Get*/List* on those prefixes only); EC2 Describe* and "
                     "ecr:GetAuthorizationToken accept no resource; the interface ARN is unknown until "
                     "HyperPod creates it and is held to the cluster's VPC by condition.",
-                    "applies_to": [
+                    "appliesTo": [
                         "Action::s3:GetBucket*",
                         "Action::s3:GetObject*",
                         "Action::s3:List*",
                         "Resource::*",
-                        "Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-interface/*",
+                        arn_in_this_account("ec2", "network-interface/*"),
                         *bucket_objects,
                     ],
                 }
@@ -408,7 +409,7 @@ class HyperPodCluster(Construct):
                     "id": "AwsSolutions-IAM4",
                     "reason": "CDK's BucketDeployment handler logs through AWSLambdaBasicExecutionRole; it "
                     "runs only while the stack deploys the lifecycle scripts.",
-                    "applies_to": [
+                    "appliesTo": [
                         "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
                     ],
                 }
@@ -421,7 +422,7 @@ class HyperPodCluster(Construct):
                     "id": "AwsSolutions-IAM5",
                     "reason": "BucketDeployment's own grants: read the staged zip from the asset bucket,"
                     " write (and prune) the scripts into the data bucket, under the project key.",
-                    "applies_to": [
+                    "appliesTo": [
                         "Action::kms:GenerateDataKey*",
                         "Action::kms:ReEncrypt*",
                         "Action::s3:Abort*",
@@ -429,8 +430,12 @@ class HyperPodCluster(Construct):
                         "Action::s3:GetBucket*",
                         "Action::s3:GetObject*",
                         "Action::s3:List*",
-                        {"regex": "/^Resource::<.*DataBucket.*\\.Arn>\\/\\*$/"},
-                        "Resource::arn:<AWS::Partition>:s3:::cdk-hnb659fds-assets-<AWS::AccountId>-<AWS::Region>/*",
+                        arn_of_other_stack(data_bucket, "/*"),
+                        # CDK's bootstrap asset bucket, whether account and region are tokens or literals.
+                        {
+                            "regex": "/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):s3:::"
+                            "cdk-hnb659fds-assets-(<AWS::AccountId>|\\d{12})-(<AWS::Region>|[a-z0-9-]+)\\/\\*$/"
+                        },
                     ],
                 }
             ],

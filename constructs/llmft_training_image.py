@@ -37,6 +37,8 @@ SOURCE_EXCLUDES = [
 ]
 # The AWS PyTorch training deep learning container is the image's base (training_image/Dockerfile).
 DLC_BASE_REPOSITORY = "pytorch-training"
+# A partition in cdk-nag's findings: a pseudo parameter (env-agnostic) or a literal (fixed environment).
+ANY_PARTITION = "(<AWS::Partition>|aws[a-z-]*)"
 # CloudFormation waits for a custom resource provider at most this long.
 MAX_DEPLOY_WAIT = Duration.hours(2)
 
@@ -157,15 +159,15 @@ class TrainingImageBuild(Construct):
                     "(s3:GetObject*/GetBucket*/List*), the project key's data-key actions, CodeBuild's own "
                     "report group and default log group named after this project, and "
                     "ecr:GetAuthorizationToken, which has no resource-level scope",
-                    "applies_to": [
+                    "appliesTo": [
                         "Action::s3:GetBucket*",
                         "Action::s3:GetObject*",
                         "Action::s3:List*",
                         "Action::kms:GenerateDataKey*",
                         "Action::kms:ReEncrypt*",
                         "Resource::*",
-                        {"regex": "/^Resource::arn:<AWS::Partition>:codebuild:.*:report-group/.*-\\*$/"},
-                        {"regex": "/^Resource::arn:<AWS::Partition>:logs:.*:log-group:/aws/codebuild/.*$/"},
+                        {"regex": f"/^Resource::arn:{ANY_PARTITION}:codebuild:.*:report-group/.*-\\*$/"},
+                        {"regex": f"/^Resource::arn:{ANY_PARTITION}:logs:.*:log-group:/aws/codebuild/.*$/"},
                     ],
                 }
             ],
@@ -258,7 +260,7 @@ class TrainingImageBuild(Construct):
                         "id": "AwsSolutions-IAM5",
                         "reason": "the provider framework invokes the versions of this construct's own "
                         "handler functions (<function arn>:*), written by aws-cdk-lib",
-                        "applies_to": [function_versions],
+                        "appliesTo": [function_versions],
                     }
                 ],
             )
@@ -269,7 +271,7 @@ class TrainingImageBuild(Construct):
                     "id": "AwsSolutions-IAM5",
                     "reason": "the waiter invokes versions of the framework's own functions (<arn>:*), and "
                     "CloudWatch Logs delivery actions for its ALL-level log have no resource scope (*)",
-                    "applies_to": [function_versions, "Resource::*"],
+                    "appliesTo": [function_versions, "Resource::*"],
                 }
             ],
         )

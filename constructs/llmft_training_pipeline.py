@@ -13,7 +13,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_stepfunctions as sfn
-from cdk_nag import NagSuppressions
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 
 from constructs import Construct
 from constructs.llmft_data_store import DataStore
@@ -222,46 +222,57 @@ class TrainingPipeline(Construct):
 
     def _suppress_findings(self) -> None:
         """IAM5 findings on the two roles' policies, each wildcard listed with why it is right."""
-        # How cdk-nag writes the data bucket's ARN (a reference to the Data stack's bucket).
-        bucket_arn = "<StoreDataBucket[0-9A-F]+\\.Arn>"
-        inputs_and_outputs = "datasets|models|checkpoints|training"
+        # How cdk-nag writes the data bucket's ARN, a reference to the Data stack: as a token, or as the
+        # Fn::GetStackOutput itself (seen in a fixed environment and when several stacks consume it).
+        bucket_arn = (
+            '(<StoreDataBucket[0-9A-F]+\\.Arn>|\\{"Fn::GetStackOutput":\\{.*'
+            '"OutputName":"PublishOutputFnGetAttStoreDataBucket[0-9A-F]+Arn[0-9A-F]+"\\}\\})'
+        )
+        # Partition, region and account are tokens when env-agnostic, literals in a fixed environment.
+        arn = "arn:(<AWS::Partition>|aws[a-z-]*):"
         NagSuppressions.add_resource_suppressions(
             self.training_role.node.find_child("DefaultPolicy"),
             [
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "a training job reads any object under datasets/, models/ and its checkpoints/ "
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="a training job reads any object under datasets/, models/ and its checkpoints/ "
                     "and writes under training/ and checkpoints/ (names come with each request); the "
                     "project key's data-key actions (GenerateDataKey*, ReEncrypt*); ENI actions of a job "
                     "in the VPC, ecr:GetAuthorizationToken and namespace-conditioned PutMetricData have no "
                     "resource scope (*); SageMaker's own training log group streams (:*); the HF token "
                     "secret's ARN suffix (-??????)",
-                    "applies_to": [
-                        {"regex": f"/^Resource::{bucket_arn}\\/({inputs_and_outputs})\\/\\*$/"},
+                    applies_to=[
+                        RegexAppliesTo(
+                            regex=f"/^Resource::{bucket_arn}\\/(datasets|models|checkpoints|training)\\/\\*$/"
+                        ),
                         "Action::kms:GenerateDataKey*",
                         "Action::kms:ReEncrypt*",
                         "Resource::*",
-                        f"Resource::arn:<AWS::Partition>:logs:<AWS::Region>:<AWS::AccountId>:log-group:{TRAINING_LOG_GROUP}:*",
-                        {"regex": "/^Resource::arn:<AWS::Partition>:secretsmanager:.*:secret:.*-\\?{6}$/"},
+                        RegexAppliesTo(
+                            regex=f"/^Resource::{arn}logs:.*:log-group:{TRAINING_LOG_GROUP}:\\*$/"
+                        ),
+                        RegexAppliesTo(regex=f"/^Resource::{arn}secretsmanager:.*:secret:.*-\\?{{6}}$/"),
                     ],
-                }
+                )
             ],
         )
         NagSuppressions.add_resource_suppressions(
             self.state_machine.role.node.find_child("DefaultPolicy"),
             [
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "training job names are chosen per request (training-job/*); the manifest is "
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="training job names are chosen per request (training-job/*); the manifest is "
                     "written as adapters/<new adapter name>/manifest.json; log delivery and X-Ray actions "
                     "(written by aws-cdk-lib) have no resource scope (*); SNS publishing to the encrypted "
                     "topic needs the key's GenerateDataKey*",
-                    "applies_to": [
-                        "Resource::arn:<AWS::Partition>:sagemaker:<AWS::Region>:<AWS::AccountId>:training-job/*",
-                        {"regex": f"/^Resource::{bucket_arn}\\/adapters\\/\\*\\/manifest\\.json$/"},
+                    applies_to=[
+                        RegexAppliesTo(regex=f"/^Resource::{arn}sagemaker:.*:training-job\\/\\*$/"),
+                        RegexAppliesTo(
+                            regex=f"/^Resource::{bucket_arn}\\/adapters\\/\\*\\/manifest\\.json$/"
+                        ),
                         "Resource::*",
                         "Action::kms:GenerateDataKey*",
                     ],
-                }
+                )
             ],
         )

@@ -10,6 +10,7 @@ from project_config.data import DataConfig, parse_data
 from project_config.hyperpod import HyperPodConfig, parse_hyperpod
 from project_config.inference import InferenceConfig, parse_inference
 from project_config.network import NetworkConfig, parse_network
+from project_config.notebook import NotebookConfig, parse_notebook
 from project_config.training import TrainingConfig, parse_training
 
 CONTEXT_KEY = "llmft"
@@ -28,6 +29,7 @@ class ProjectConfig:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     hyperpod: HyperPodConfig = field(default_factory=HyperPodConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    notebook: NotebookConfig = field(default_factory=NotebookConfig)
 
     @property
     def env_agnostic(self) -> bool:
@@ -74,6 +76,14 @@ def load_config(raw: Any) -> ProjectConfig:
             list(network.availability_zones),
             f"expected zones of region {region}",
         )
+    notebook = parse_notebook(values.get("notebook"), f"{key}.notebook")
+    if notebook.enabled and network.isolated:
+        # The notebook installs LLaMA-Factory from PyPI and conda-forge on create; that needs egress.
+        raise checks.ConfigError(
+            f"{key}.notebook.enabled",
+            True,
+            f"the notebook needs {key}.network.nat_gateways >= 1 to install its LLaMA-Factory environment",
+        )
     return ProjectConfig(
         stack_prefix=checks.string(
             f"{key}.stack_prefix",
@@ -90,4 +100,5 @@ def load_config(raw: Any) -> ProjectConfig:
             values.get("hyperpod"), f"{key}.hyperpod", network_zones=network.availability_zones
         ),
         inference=parse_inference(values.get("inference"), f"{key}.inference", internet=not network.isolated),
+        notebook=notebook,
     )

@@ -75,3 +75,23 @@ def test_cfn_lint_reports_nothing_on_any_template(synthesized):
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# cdk-nag rules that report one finding per action/resource/policy: a suppression must name which.
+GRANULAR_RULES = {"AwsSolutions-IAM4", "AwsSolutions-IAM5"}
+
+
+def test_granular_suppressions_name_the_findings_they_cover(synthesized):
+    """A granular suppression without applies_to silences every finding of the rule on the resource.
+
+    (A plain dict written with the Python spelling `applies_to` loses that key on its way to cdk-nag.)
+    """
+    for path in synthesized.template_files():
+        resources = json.loads(path.read_text()).get("Resources", {})
+        for logical_id, resource in resources.items():
+            suppressions = resource.get("Metadata", {}).get("cdk_nag", {}).get("rules_to_suppress", [])
+            for suppression in suppressions:
+                if suppression["id"] in GRANULAR_RULES:
+                    assert suppression.get("applies_to"), (
+                        f"{path.name} {logical_id}: {suppression['id']} suppressed for every finding"
+                    )

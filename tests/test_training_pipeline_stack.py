@@ -4,9 +4,9 @@ import json
 import subprocess
 
 import pytest
-from aws_cdk.assertions import Match
+from aws_cdk.assertions import Annotations, Match
 
-from tests.conftest import ROOT
+from tests.conftest import FULL_TEST_CONFIG, ROOT, synthesize
 from tests.pipeline_moto import TEST_VALUES, render, state_machine_properties
 
 ASL_VALIDATOR = ROOT / "node_modules" / ".bin" / "asl-validator"
@@ -152,3 +152,21 @@ def test_timeout_covers_every_capacity_attempt(default_app):
     definition = json.loads(state_machine_properties(template)["DefinitionString"])
     # 3 attempts x (72 h runtime + 24 h spot wait + 10 min capacity wait) + 1 h
     assert definition["TimeoutSeconds"] == 3 * ((72 + 24) * 3600 + 600) + 3600
+
+
+def test_a_fixed_environment_has_no_unsuppressed_nag_finding_either(tmp_path_factory):
+    """Suppressions match ARNs whether partition, region, account and references are tokens or literals."""
+    app = synthesize(
+        tmp_path_factory.mktemp("cdk-pipeline-fixed-env"),
+        {
+            **FULL_TEST_CONFIG,
+            "account": "123456789012",
+            "region": "eu-west-1",
+            "network": {"availability_zones": ["eu-west-1a", "eu-west-1b"]},
+        },
+    )
+    message = Match.string_like_regexp("AwsSolutions-")
+    for stack in (app.stacks.training_image, app.stacks.training_pipeline):
+        annotations = Annotations.from_stack(stack)
+        findings = annotations.find_error("*", message) + annotations.find_warning("*", message)
+        assert not findings, [str(f.entry.data)[:200] for f in findings]

@@ -1,0 +1,55 @@
+"""Notebook settings: the SageMaker notebook instance, its LLaMA-Factory environment and idle auto-stop."""
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from project_config import checks
+
+VERSION_PATTERN = re.compile(r"^\d+\.\d+\.\d+$")
+
+
+@dataclass(frozen=True)
+class NotebookConfig:
+    # Off by default: a GPU notebook instance costs money for every hour it runs.
+    enabled: bool = False
+    instance_type: str = "ml.g5.2xlarge"
+    volume_size_gb: int = 100
+    root_access: bool = False
+    # 0 switches auto-stop off; otherwise the instance stops after this many idle minutes.
+    idle_timeout_minutes: int = 60
+    llamafactory_version: str = "0.9.5"
+
+    @property
+    def auto_stop(self) -> bool:
+        return self.idle_timeout_minutes > 0
+
+
+def parse_notebook(raw: Any, key: str = "llmft.notebook") -> NotebookConfig:
+    default = NotebookConfig()
+    values = checks.section(raw, key, NotebookConfig.__dataclass_fields__)
+    return NotebookConfig(
+        enabled=checks.boolean(f"{key}.enabled", values.get("enabled", default.enabled)),
+        instance_type=checks.instance_type(
+            f"{key}.instance_type", values.get("instance_type", default.instance_type)
+        ),
+        volume_size_gb=checks.integer(
+            f"{key}.volume_size_gb",
+            values.get("volume_size_gb", default.volume_size_gb),
+            minimum=5,
+            maximum=16384,
+        ),
+        root_access=checks.boolean(f"{key}.root_access", values.get("root_access", default.root_access)),
+        idle_timeout_minutes=checks.integer(
+            f"{key}.idle_timeout_minutes",
+            values.get("idle_timeout_minutes", default.idle_timeout_minutes),
+            minimum=0,
+            maximum=1440,
+        ),
+        llamafactory_version=checks.string(
+            f"{key}.llamafactory_version",
+            values.get("llamafactory_version", default.llamafactory_version),
+            pattern=VERSION_PATTERN,
+            rule="expected an exact release such as 0.9.5 (the environment is pinned)",
+        ),
+    )
