@@ -39,8 +39,9 @@ SOURCE_EXCLUDES = [
 DLC_BASE_REPOSITORY = "pytorch-training"
 # A partition in cdk-nag's findings: a pseudo parameter (env-agnostic) or a literal (fixed environment).
 ANY_PARTITION = "(<AWS::Partition>|aws[a-z-]*)"
-# CloudFormation waits for a custom resource provider at most this long.
-MAX_DEPLOY_WAIT = Duration.hours(2)
+# CloudFormation waits for a custom resource at most one hour (its ServiceTimeout maximum), and so
+# does the provider framework (its total_timeout maximum).
+MAX_DEPLOY_WAIT = Duration.hours(1)
 
 BUILD_SPEC = {
     "version": "0.2",
@@ -222,6 +223,7 @@ class TrainingImageBuild(Construct):
             "Image",
             service_token=provider.service_token,
             resource_type="Custom::TrainingImageBuild",
+            service_timeout=MAX_DEPLOY_WAIT,
             properties={
                 "ProjectName": self.project.project_name,
                 "RepositoryName": self.repository.repository_name,

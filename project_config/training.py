@@ -28,7 +28,7 @@ class TrainingConfig:
     # TrainingImage stack
     image_keep_count: int = 10
     dlc_registry_account: str = "763104351884"
-    build_timeout_minutes: int = 100
+    build_timeout_minutes: int = 55
     # TrainingPipeline stack: what a request may ask for
     allowed_instance_types: tuple[str, ...] = DEFAULT_INSTANCE_TYPES
     max_instance_count: int = 4
@@ -70,9 +70,9 @@ def parse_training(raw: Any, key: str = "llmft.training") -> TrainingConfig:
             pattern=ACCOUNT_PATTERN,
             rule="expected the 12-digit account of the deep learning container registry",
         ),
-        # The deploy waits for the build through a custom resource, which gives up after 2 hours.
+        # The deploy waits for the build through a custom resource, which gives up after 1 hour.
         build_timeout_minutes=checks.integer(
-            f"{key}.build_timeout_minutes", get("build_timeout_minutes"), minimum=10, maximum=110
+            f"{key}.build_timeout_minutes", get("build_timeout_minutes"), minimum=10, maximum=55
         ),
         allowed_instance_types=instance_types,
         max_instance_count=checks.integer(

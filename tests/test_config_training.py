@@ -18,7 +18,7 @@ def test_defaults_match_cdk_json():
 BAD_VALUES = [
     ({"image_keep_count": 0}, "llmft.training.image_keep_count", "integer from 1 to 1000"),
     ({"dlc_registry_account": "7631"}, "llmft.training.dlc_registry_account", "12-digit account"),
-    ({"build_timeout_minutes": 180}, "llmft.training.build_timeout_minutes", "integer from 10 to 110"),
+    ({"build_timeout_minutes": 90}, "llmft.training.build_timeout_minutes", "integer from 10 to 55"),
     ({"allowed_instance_types": []}, "llmft.training.allowed_instance_types", "at least one"),
     ({"allowed_instance_types": ["g5.2xlarge"]}, "llmft.training.allowed_instance_types", "ml.g5.2xlarge"),
     ({"allowed_instance_types": "ml.g5.2xlarge"}, "llmft.training.allowed_instance_types", "list of strings"),

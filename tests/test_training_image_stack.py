@@ -44,7 +44,7 @@ def test_build_is_privileged_encrypted_logged_and_outside_the_vpc(template):
     assert "EncryptionKey" in project, "build artifacts must use the project key"
     assert project["LogsConfig"]["CloudWatchLogs"]["Status"] == "ENABLED"
     assert "VpcConfig" not in project, "the build must reach PyPI and the DLC registry without a NAT"
-    assert project["TimeoutInMinutes"] == 100
+    assert project["TimeoutInMinutes"] == 55
     names = {v["Name"] for v in project["Environment"]["EnvironmentVariables"]}
     assert {"REPOSITORY_URI", "DLC_ACCOUNT", "DLC_REGISTRY", "IMAGE_TAG"} <= names, names
     template.has_resource_properties(
@@ -81,14 +81,15 @@ def test_deploy_waits_for_the_build_through_a_custom_resource(default_app, templ
         "Custom::TrainingImageBuild",
         {
             "ImageTag": image.image_tag,
+            "ServiceTimeout": "3600",
             "ProjectName": {"Ref": Match.string_like_regexp("ImageBuild")},
             "RepositoryName": {"Ref": Match.string_like_regexp("ImageRepository")},
         },
     )
     waiter = next(iter(template.find_resources("AWS::StepFunctions::StateMachine").values()))
     definition = json.dumps(waiter["Properties"]["DefinitionString"])
-    # query interval 60 s x 120 attempts: the 2-hour maximum a deploy may wait for the build.
-    assert '\\"IntervalSeconds\\":60,\\"MaxAttempts\\":120' in definition, definition[:400]
+    # query interval 60 s x 60 attempts: the 1-hour maximum a deploy may wait for the build.
+    assert '\\"IntervalSeconds\\":60,\\"MaxAttempts\\":60' in definition, definition[:400]
     assert waiter["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
 
 
