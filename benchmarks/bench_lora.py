@@ -10,21 +10,22 @@ One invocation (`all`) does, on one GPU:
   4. trains every requested config in its own subprocess through `llamafactory.train.tuner.run_exp` for a
      fixed number of optimizer steps and measures, after the warm-up steps:
        tokens/s  = non-padding input tokens of the timed steps / wall time of the timed steps
-                   (tokens counted on every micro-batch the Trainer fetches: input_ids != pad id; the pad token
-                   never occurs in the data; wall time between the ends of optimizer steps, CUDA-synchronised,
-                   so data loading, collation, optimizer and logging are all inside the timed window)
+                   (tokens counted on every micro-batch the Trainer fetches: input_ids != pad id; the
+                   pad token never occurs in the data; wall time between the ends of optimizer steps,
+                   CUDA-synchronised, so data loading, collation, optimizer and logging are all inside)
        peak GiB  = torch.cuda.max_memory_reserved() over the whole run (model load included)
-       MFU       = 4 * N * tokens/s / 989e12, N = base-model parameters that take part in a matmul per token
-                   (all parameters minus the input embedding table; the LoRA adapters' own FLOPs, the attention
-                   score/value FLOPs and gradient-checkpointing recomputation are NOT counted; 4 = forward 2 +
-                   input-gradient backward 2, no weight gradients for the frozen base; 989e12 = H100 SXM dense
-                   bf16 peak).
+       MFU       = 4 * N * tokens/s / 989e12, N = base-model parameters used in a matmul per token
+                   (all parameters minus the input embedding table; the LoRA adapters' own FLOPs, the
+                   attention score/value FLOPs and gradient-checkpointing recomputation are NOT counted;
+                   4 = forward 2 + input-gradient backward 2, no weight gradients for the frozen base;
+                   989e12 = H100 SXM dense bf16 peak).
 
 Usage (see benchmarks/run_h100.sh for the exact device command):
   python benchmarks/bench_lora.py all --out OUT --run 'stock|benchmarks/configs/stock_llama3_lora_sft.yaml' \
       --run 'default|training_image/llmft_train/recipes/lora.yaml' ...
-  A run spec is NAME|CONFIG_YAML[|key=value,key=value][|steps=N,warmup=W[,profile=1]]; key=values override the config
-  (values parsed as YAML), used only for ablations, never for the rows that claim to be "what ships".
+  A run spec is NAME|CONFIG_YAML[|key=value,key=value][|steps=N,warmup=W[,profile=1]]; the key=values
+  override the config (values parsed as YAML), used only for ablations, never for the rows that claim to be
+  "what ships".
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import subprocess
 import sys
@@ -172,7 +172,9 @@ def build_data(data_dir: Path, n_rows: int, seed: int = 1234) -> dict:
         totals.append(ni + nin + no + 12)  # + llama3 template tokens (bos, headers, eot)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "bench_alpaca.json").write_text(json.dumps(rows))
-    (data_dir / "dataset_info.json").write_text(json.dumps({"bench_alpaca": {"file_name": "bench_alpaca.json"}}))
+    (data_dir / "dataset_info.json").write_text(
+        json.dumps({"bench_alpaca": {"file_name": "bench_alpaca.json"}})
+    )
     s = sorted(totals)
     stats = {
         "rows": n_rows,
@@ -187,7 +189,12 @@ def build_data(data_dir: Path, n_rows: int, seed: int = 1234) -> dict:
 
 
 def matmul_params(shape: dict) -> tuple[int, int]:
-    h, L, i, V = shape["hidden_size"], shape["num_hidden_layers"], shape["intermediate_size"], shape["vocab_size"]
+    h, L, i, V = (
+        shape["hidden_size"],
+        shape["num_hidden_layers"],
+        shape["intermediate_size"],
+        shape["vocab_size"],
+    )
     hd = h // shape["num_attention_heads"]
     kv = shape["num_key_value_heads"] * hd
     per_layer = h * h + 2 * h * kv + h * h + 3 * h * i + 2 * h  # q, k, v, o, gate/up/down, 2 norms
@@ -227,7 +234,9 @@ def child(spec_path: str) -> None:
         def on_step_end(self, args, state, control, **kw):
             if cuda:
                 torch.cuda.synchronize()
-            self.marks.append((state.global_step, time.perf_counter(), counted["tokens"], counted["micro_batches"]))
+            self.marks.append(
+                (state.global_step, time.perf_counter(), counted["tokens"], counted["micro_batches"])
+            )
 
         def on_train_begin(self, args, state, control, model=None, **kw):
             self.gc = bool(getattr(model, "is_gradient_checkpointing", False))
@@ -235,7 +244,9 @@ def child(spec_path: str) -> None:
 
     meter = Meter()
     callbacks = [meter]
-    if spec.get("profile"):  # torch.profiler over two optimizer steps after the warm-up; table -> profile file
+    if spec.get(
+        "profile"
+    ):  # torch.profiler over two optimizer steps after the warm-up; table -> profile file
 
         class Prof(TrainerCallback):
             def __init__(self):
@@ -256,10 +267,16 @@ def child(spec_path: str) -> None:
                     self.p.__exit__(None, None, None)
                     ka = self.p.key_averages()
                     try:
-                        table = ka.table(sort_by="self_device_time_total", row_limit=40, max_name_column_width=90)
+                        table = ka.table(
+                            sort_by="self_device_time_total", row_limit=40, max_name_column_width=90
+                        )
                     except Exception:  # noqa: BLE001
-                        table = ka.table(sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=90)
-                    Path(spec["profile"]).write_text(f"profile of optimizer steps {self.first}-{self.first + 1}\n{table}")
+                        table = ka.table(
+                            sort_by="self_cuda_time_total", row_limit=40, max_name_column_width=90
+                        )
+                    Path(spec["profile"]).write_text(
+                        f"profile of optimizer steps {self.first}-{self.first + 1}\n{table}"
+                    )
                     self.p = None
 
         callbacks.append(Prof())
@@ -300,14 +317,24 @@ def load_config(path: str, work: Path) -> dict:
     cfg = yaml.safe_load(Path(path).read_text())
     if "llamafactory" in cfg:  # training_image/llmft_train/recipes/<name>.yaml
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training_image"))
-        from llmft_train.recipes import RunInputs, parse_hyperparameters, parse_recipe, resolve_llamafactory_config
+        from llmft_train.recipes import (
+            RunInputs,
+            parse_hyperparameters,
+            parse_recipe,
+            resolve_llamafactory_config,
+        )
 
         name = Path(path).stem
         recipe = parse_recipe(name, cfg)
         settings = parse_hyperparameters({"recipe": name}, {name: recipe})
         inputs = RunInputs(
-            model_path="(bench)", dataset_dir="(bench)", has_validation=False, output_dir="(bench)",
-            resume_from=None, world_size=1, has_gpu=True,
+            model_path="(bench)",
+            dataset_dir="(bench)",
+            has_validation=False,
+            output_dir="(bench)",
+            resume_from=None,
+            world_size=1,
+            has_gpu=True,
         )
         cfg = resolve_llamafactory_config(settings, inputs)
     return {k: v for k, v in cfg.items() if k not in ("deepspeed", "fsdp", "fsdp_config")}
@@ -379,9 +406,17 @@ def run_all(a) -> None:
         log = work / f"{name}.log"
         t = time.perf_counter()
         with open(log, "w") as fh:
-            p = subprocess.run([sys.executable, __file__, "child", str(spec_path)], stdout=fh, stderr=subprocess.STDOUT,
-                               timeout=a.run_timeout)
-        res = json.loads(Path(spec["result"]).read_text()) if p.returncode == 0 else {"name": name, "rc": p.returncode}
+            p = subprocess.run(
+                [sys.executable, __file__, "child", str(spec_path)],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                timeout=a.run_timeout,
+            )
+        res = (
+            json.loads(Path(spec["result"]).read_text())
+            if p.returncode == 0
+            else {"name": name, "rc": p.returncode}
+        )
         if p.returncode != 0:
             tail = Path(log).read_text().splitlines()[-25:]
             print("\n".join(tail), flush=True)
@@ -398,15 +433,15 @@ def run_all(a) -> None:
     base = next((r.get("tokens_per_s") for r in rows if r["name"] == "stock"), None)
     print(f"\nN (all params) = {n_all:,}; N (matmul params, used in MFU) = {n_mm:,}")
     print("MFU = 4 * N * tokens_per_s / 989e12\n")
-    print(f"{'config':<22}{'tok/s':>10}{'peak GiB':>10}{'MFU':>8}{'vs stock':>10}{'s/step':>9}{'tok/step':>10}  GC")
+    head = ("config", "tok/s", "peak GiB", "MFU", "vs stock", "s/step", "tok/step")
+    print("{:<22}{:>10}{:>10}{:>8}{:>10}{:>9}{:>10}  GC".format(*head))
     for r in rows:
         tps = r.get("tokens_per_s")
         ratio = f"{tps / base:.2f}x" if tps and base else "-"
         mfu = f"{100 * r['mfu']:.1f}%" if "mfu" in r else "-"
-        print(
-            f"{r['name']:<22}{tps if tps else 'FAIL':>10}{r.get('peak_reserved_gib', '-'):>10}{mfu:>8}{ratio:>10}"
-            f"{r.get('s_per_step', '-'):>9}{r.get('tokens_per_step', '-'):>10}  {r.get('gradient_checkpointing')}"
-        )
+        cells = (r["name"], tps or "FAIL", r.get("peak_reserved_gib", "-"), mfu, ratio)
+        cells += (r.get("s_per_step", "-"), r.get("tokens_per_step", "-"), r.get("gradient_checkpointing"))
+        print("{:<22}{:>10}{:>10}{:>8}{:>10}{:>9}{:>10}  {}".format(*cells))
 
 
 def main() -> None:
