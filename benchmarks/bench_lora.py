@@ -317,8 +317,12 @@ def load_config(path: str, work: Path) -> dict:
     cfg = yaml.safe_load(Path(path).read_text())
     if "llamafactory" in cfg:  # training_image/llmft_train/recipes/<name>.yaml
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training_image"))
+        import os
+
+        from llmft_train.gpu import detect_gpu_memory_gib
         from llmft_train.recipes import (
             RunInputs,
+            memory_plan,
             parse_hyperparameters,
             parse_recipe,
             resolve_llamafactory_config,
@@ -327,6 +331,7 @@ def load_config(path: str, work: Path) -> dict:
         name = Path(path).stem
         recipe = parse_recipe(name, cfg)
         settings = parse_hyperparameters({"recipe": name}, {name: recipe})
+        # The entrypoint's own GPU reading and memory plan (memory_tiers / batch_sizing=auto), as in a job.
         inputs = RunInputs(
             model_path="(bench)",
             dataset_dir="(bench)",
@@ -335,7 +340,10 @@ def load_config(path: str, work: Path) -> dict:
             resume_from=None,
             world_size=1,
             has_gpu=True,
+            gpu_memory_gib=detect_gpu_memory_gib(os.environ, 1),
         )
+        plan = memory_plan(settings, inputs)
+        print(f"[bench] {name}: memory plan {plan.describe() if plan else 'none (recipe values)'}", flush=True)
         cfg = resolve_llamafactory_config(settings, inputs)
     return {k: v for k, v in cfg.items() if k not in ("deepspeed", "fsdp", "fsdp_config")}
 

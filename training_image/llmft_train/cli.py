@@ -22,6 +22,7 @@ import yaml
 from llmft_train.data import dataset_info_entry, prepare_channel
 from llmft_train.failure import failure_line, write_failure
 from llmft_train.hf_token import SECRET_ARN_ENV, fetch_hf_token
+from llmft_train.gpu import detect_gpu_memory_gib
 from llmft_train.hyperparams import ConfigError
 from llmft_train.launch import (
     Cluster,
@@ -41,6 +42,7 @@ from llmft_train.recipes import (
     RunInputs,
     export_config,
     load_recipes,
+    memory_plan,
     parse_hyperparameters,
     resolve_llamafactory_config,
 )
@@ -154,18 +156,22 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     print(f"llmft data layout={layout} train_rows={rows} validation={has_validation}", flush=True)
 
     resume = find_resume_checkpoint(paths.checkpoints)
-    config = resolve_llamafactory_config(
-        settings,
-        RunInputs(
-            model_path=model_path,
-            dataset_dir=str(data_dir),
-            has_validation=has_validation,
-            output_dir=str(paths.checkpoints),
-            resume_from=str(resume) if resume else None,
-            world_size=cluster.world_size,
-            has_gpu=gpus > 0,
-        ),
+    inputs = RunInputs(
+        model_path=model_path,
+        dataset_dir=str(data_dir),
+        has_validation=has_validation,
+        output_dir=str(paths.checkpoints),
+        resume_from=str(resume) if resume else None,
+        world_size=cluster.world_size,
+        has_gpu=gpus > 0,
+        gpu_memory_gib=detect_gpu_memory_gib(env, gpus),
     )
+    plan = memory_plan(settings, inputs)
+    if plan is not None:
+        kept = sorted(set(plan.keys) & set(settings.overrides))
+        note = f"; hyperparameters kept: {', '.join(kept)}" if kept else ""
+        print(f"llmft memory plan {plan.describe()} ({plan.tier.why}{note})", flush=True)
+    config = resolve_llamafactory_config(settings, inputs)
     config_path = work_dir / "llamafactory_config.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=True))
     plan = plan_launch(cluster, env, ["train", str(config_path)], sys.executable, count_efa_devices())

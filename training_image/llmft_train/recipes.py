@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from llmft_train.hyperparams import ConfigError, as_text, parse_value
+from llmft_train.memory import BATCH_SIZING_CHOICES, TIERS, MemoryPlan, plan_memory, planned_keys
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = "lora"
@@ -28,6 +29,7 @@ ENTRYPOINT_KEYS: dict[str, type] = {
     "merge_adapter": bool,
     "dataset_format": str,
     "distributed": str,
+    "batch_sizing": str,
 }
 
 # LLaMA-Factory keys every recipe accepts, with their types.
@@ -84,6 +86,7 @@ QUANTIZATION_KEYS: dict[str, type] = {
 CHOICES: dict[str, tuple[Any, ...]] = {
     "dataset_format": DATASET_FORMATS,
     "distributed": DISTRIBUTED_STRATEGIES,
+    "batch_sizing": BATCH_SIZING_CHOICES,
     "flash_attn": ("auto", "disabled", "sdpa", "fa2", "fa3"),
     "quantization_bit": (4, 8),
     "quantization_type": ("nf4", "fp4"),
@@ -135,7 +138,7 @@ SECRET_KEYS = frozenset({"hf_token", "token", "hub_token", "hf_hub_token", "hugg
 # Added by the SageMaker SDK or by tuning jobs; they are not ours to read.
 IGNORED_PREFIXES = ("sagemaker_", "_tuning_objective_metric")
 
-_RECIPE_FIELDS = {"description", "distributed", "llamafactory"}
+_RECIPE_FIELDS = {"description", "distributed", "memory_tiers", "llamafactory"}
 _RECIPE_OWN_KEYS = {"stage", "finetuning_type"}
 
 
@@ -145,6 +148,8 @@ class Recipe:
     description: str
     distributed: str
     llamafactory: Mapping[str, Any]
+    # Tier table of `memory.TIERS` that sizes batch and checkpointing from the GPU; None: the values above.
+    memory_tiers: str | None = None
 
     @property
     def finetuning_type(self) -> str:
@@ -177,6 +182,7 @@ class JobSettings:
     merge_adapter: bool = False
     dataset_format: str = "auto"
     distributed: str = "ddp"
+    batch_sizing: str = "auto"
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -212,11 +218,14 @@ def parse_recipe(name: str, data: Any) -> Recipe:
         )
     distributed = data.get("distributed", "ddp")
     _check_choice("distributed", distributed)
+    memory_tiers = data.get("memory_tiers")
+    if memory_tiers is not None and memory_tiers not in TIERS:
+        raise ConfigError(f"recipe {name}: memory_tiers {memory_tiers!r}; allowed: {', '.join(sorted(TIERS))}")
     typed = {**COMMON_KEYS, **LORA_KEYS, **QUANTIZATION_KEYS}
     values = {
         key: parse_value(key, value, typed[key]) if key in typed else value for key, value in settings.items()
     }
-    return Recipe(name, str(data.get("description", "")), distributed, values)
+    return Recipe(name, str(data.get("description", "")), distributed, values, memory_tiers)
 
 
 def load_recipes(directory: Path = RECIPES_DIR) -> dict[str, Recipe]:
@@ -279,6 +288,8 @@ class RunInputs:
     resume_from: str | None
     world_size: int
     has_gpu: bool
+    # Total memory of one GPU in GiB as the launcher read it; None when unknown (no GPU).
+    gpu_memory_gib: float | None = None
     recipes_dir: str = str(RECIPES_DIR)
 
 
@@ -308,9 +319,20 @@ def _cpu_keys(settings: JobSettings, config: Mapping[str, Any]) -> dict[str, Any
     }
 
 
+def memory_plan(settings: JobSettings, inputs: RunInputs) -> MemoryPlan | None:
+    """The recipe's memory tiers applied to this GPU, or None (no tiers, `batch_sizing=recipe`, no GPU)."""
+    table = settings.recipe.memory_tiers
+    if table is None or settings.batch_sizing != "auto" or not inputs.has_gpu or not inputs.gpu_memory_gib:
+        return None
+    dropout = settings.overrides.get("lora_dropout", settings.recipe.llamafactory.get("lora_dropout", 0.0))
+    return plan_memory(table, inputs.gpu_memory_gib, float(dropout))
+
+
 def resolve_llamafactory_config(settings: JobSettings, inputs: RunInputs) -> dict[str, Any]:
-    """The complete LLaMA-Factory training config: recipe, then overrides, then managed keys."""
-    config: dict[str, Any] = {**settings.recipe.llamafactory, **settings.overrides}
+    """The complete LLaMA-Factory config: recipe, then the memory plan, then overrides, then managed keys."""
+    plan = memory_plan(settings, inputs)
+    planned = planned_keys(plan, dict(settings.overrides)) if plan else {}
+    config: dict[str, Any] = {**settings.recipe.llamafactory, **planned, **settings.overrides}
     config.update(
         model_name_or_path=inputs.model_path,
         dataset="train",
