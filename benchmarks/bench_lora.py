@@ -343,7 +343,9 @@ def load_config(path: str, work: Path) -> dict:
             gpu_memory_gib=detect_gpu_memory_gib(os.environ, 1),
         )
         plan = memory_plan(settings, inputs)
-        print(f"[bench] {name}: memory plan {plan.describe() if plan else 'none (recipe values)'}", flush=True)
+        print(
+            f"[bench] {name}: memory plan {plan.describe() if plan else 'none (recipe values)'}", flush=True
+        )
         cfg = resolve_llamafactory_config(settings, inputs)
     return {k: v for k, v in cfg.items() if k not in ("deepspeed", "fsdp", "fsdp_config")}
 

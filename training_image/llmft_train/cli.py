@@ -21,8 +21,8 @@ import yaml
 
 from llmft_train.data import dataset_info_entry, prepare_channel
 from llmft_train.failure import failure_line, write_failure
-from llmft_train.hf_token import SECRET_ARN_ENV, fetch_hf_token
 from llmft_train.gpu import detect_gpu_memory_gib
+from llmft_train.hf_token import SECRET_ARN_ENV, fetch_hf_token
 from llmft_train.hyperparams import ConfigError
 from llmft_train.launch import (
     Cluster,

@@ -1,4 +1,4 @@
-"""Reading the GPU's memory, for the memory plan (`memory.plan_memory`). This module acts; the plan is pure."""
+"""Reading the GPU's memory for the memory plan (`memory.plan_memory`). This module acts; the plan is pure."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ MIB_PER_GIB = 1024
 
 
 def parse_nvidia_smi_memory(text: str) -> float | None:
-    """The smallest `memory.total` in GiB from `nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits`."""
+    """The smallest `memory.total` in GiB, from
+    `nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits`."""
     values = []
     for line in text.splitlines():
         line = line.strip()

@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from llmft_train.hyperparams import ConfigError
 
 # The keys a plan sets; a hyperparameter naming one of them keeps its own value.
-PLANNED_KEYS = ("per_device_train_batch_size", "gradient_accumulation_steps", "disable_gradient_checkpointing")
+PLANNED_KEYS = (
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "disable_gradient_checkpointing",
+)
 SEQUENCES_PER_STEP = 4
 BATCH_SIZING_CHOICES = ("auto", "recipe")
 
@@ -41,7 +45,9 @@ class MemoryPlan:
 
     def describe(self) -> str:
         keys = " ".join(f"{k}={v}" for k, v in self.keys.items())
-        return f"table={self.table} gpu_memory_gib={self.gpu_memory_gib:.1f} tier>={self.tier.min_gib:g} {keys}"
+        return (
+            f"table={self.table} gpu_memory_gib={self.gpu_memory_gib:.1f} tier>={self.tier.min_gib:g} {keys}"
+        )
 
 
 # Highest tier first. Figures are peak reserved GiB of an 8B-shaped model on one H100 (benchmarks/).
@@ -87,5 +93,7 @@ def planned_keys(plan: MemoryPlan, overrides: dict) -> dict:
     use (a hyperparameter's included), so a step still holds about 4 packed sequences."""
     keys = {k: v for k, v in plan.keys.items() if k not in overrides}
     if "per_device_train_batch_size" in overrides and "gradient_accumulation_steps" in keys:
-        keys["gradient_accumulation_steps"] = max(1, SEQUENCES_PER_STEP // overrides["per_device_train_batch_size"])
+        keys["gradient_accumulation_steps"] = max(
+            1, SEQUENCES_PER_STEP // overrides["per_device_train_batch_size"]
+        )
     return keys

@@ -220,7 +220,9 @@ def parse_recipe(name: str, data: Any) -> Recipe:
     _check_choice("distributed", distributed)
     memory_tiers = data.get("memory_tiers")
     if memory_tiers is not None and memory_tiers not in TIERS:
-        raise ConfigError(f"recipe {name}: memory_tiers {memory_tiers!r}; allowed: {', '.join(sorted(TIERS))}")
+        raise ConfigError(
+            f"recipe {name}: memory_tiers {memory_tiers!r}; allowed: {', '.join(sorted(TIERS))}"
+        )
     typed = {**COMMON_KEYS, **LORA_KEYS, **QUANTIZATION_KEYS}
     values = {
         key: parse_value(key, value, typed[key]) if key in typed else value for key, value in settings.items()
