@@ -85,6 +85,8 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
             config=config.notebook,
             network=network.network,
             store=data.store,
+            training_state_machine=training_pipeline.pipeline.state_machine,
+            inference_endpoint_arn=inference.endpoint.endpoint.ref if inference else None,
             env=env,
         )
     stacks = Stacks(

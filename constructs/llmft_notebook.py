@@ -110,7 +110,8 @@ class LlamaFactoryNotebook(Construct):
         security_group: ec2.ISecurityGroup,
         key: kms.IKey,
         data_bucket: s3.IBucket,
-        training_state_machine: sfn.IStateMachine | None = None,
+        training_state_machine: sfn.StateMachine | None = None,
+        inference_endpoint_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -152,7 +153,26 @@ class LlamaFactoryNotebook(Construct):
         )
         if training_state_machine is not None:
             training_state_machine.grant_start_execution(self.role)
-            training_state_machine.grant_execution(self.role, "states:DescribeExecution")
+            # Built from the machine's name: grant_execution splits the ARN, which cfn-lint cannot
+            # check once the ARN arrives from another stack as Fn::GetStackOutput.
+            self.role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=["states:DescribeExecution"],
+                    resources=[
+                        stack.format_arn(
+                            service="states",
+                            resource="execution",
+                            resource_name=f"{training_state_machine.state_machine_name}:*",
+                            arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                        )
+                    ],
+                )
+            )
+        if inference_endpoint_arn is not None:
+            # Example 04 calls the adapters served by the project's endpoint, and no other endpoint.
+            self.role.add_to_principal_policy(
+                iam.PolicyStatement(actions=["sagemaker:InvokeEndpoint"], resources=[inference_endpoint_arn])
+            )
 
         scripts = lifecycle_scripts(
             config=config,
@@ -239,7 +259,7 @@ class LlamaFactoryNotebook(Construct):
                     NagPackSuppression(
                         id="AwsSolutions-IAM5",
                         reason="DescribeExecution is granted on the executions of the one training state "
-                        "machine (grant_execution); execution names are generated per run.",
+                        "machine (execution:<its name>:*); execution names are generated per run.",
                         applies_to=[
                             RegexAppliesTo(
                                 regex=r"/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):states:.*:execution:.*:\*$/"

@@ -21,7 +21,8 @@ class NotebookStack(Stack):
         config: NotebookConfig,
         network: TrainingNetwork,
         store: DataStore,
-        training_state_machine: sfn.IStateMachine | None = None,
+        training_state_machine: sfn.StateMachine | None = None,
+        inference_endpoint_arn: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -35,6 +36,7 @@ class NotebookStack(Stack):
             key=store.key,
             data_bucket=store.data_bucket,
             training_state_machine=training_state_machine,
+            inference_endpoint_arn=inference_endpoint_arn,
         )
         CfnOutput(
             self,

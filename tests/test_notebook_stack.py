@@ -100,11 +100,13 @@ def test_instance_settings_follow_the_config(tmp_path_factory):
 def test_lifecycle_config_holds_the_rendered_scripts(template):
     lifecycle_id, lifecycle = one(template, "AWS::SageMaker::NotebookInstanceLifecycleConfig")
     props = lifecycle["Properties"]
-    expected = lifecycle_scripts(config=NotebookConfig(), data_bucket="<ref>", state_machine_arn="")
+    expected = lifecycle_scripts(config=NotebookConfig(), data_bucket="<ref>", state_machine_arn="<ref>")
     assert props["OnCreate"] == [{"Content": {"Fn::Base64": expected["on-create"]}}]
     refs: list = []
     assert flatten(props["OnStart"][0]["Content"]["Fn::Base64"], refs) == expected["on-start"]
-    assert refs and all(stack_output(ref, "LlmFt-Data", "RefStoreDataBucket") for ref in refs), refs
+    bucket = [ref for ref in refs if stack_output(ref, "LlmFt-Data", "RefStoreDataBucket")]
+    machine = [ref for ref in refs if stack_output(ref, "LlmFt-TrainingPipeline", "RefPipelineStateMachine")]
+    assert bucket and machine and len(bucket) + len(machine) == len(refs), refs
     instance = one(template, INSTANCE)[1]["Properties"]
     assert instance["LifecycleConfigName"] == {
         "Fn::GetAtt": [lifecycle_id, "NotebookInstanceLifecycleConfigName"]
@@ -281,6 +283,7 @@ def test_nag_suppressions_are_exactly_the_documented_ones(full_app):
     }
     assert suppressed == {
         ("AwsSolutions-IAM5", "Notebook/AccessPolicy/Resource"),
+        ("AwsSolutions-IAM5", "Notebook/Role/DefaultPolicy/Resource"),
         ("AwsSolutions-IAM4", "Custom::CDKBucketDeployment/ServiceRole/Resource"),
         ("AwsSolutions-IAM5", "Custom::CDKBucketDeployment/ServiceRole/DefaultPolicy/Resource"),
         ("AwsSolutions-L1", "Custom::CDKBucketDeployment/Resource"),
@@ -301,3 +304,23 @@ def test_suppressions_still_match_in_a_fixed_environment(tmp_path_factory):
     annotations = Annotations.from_stack(app.stacks.notebook)
     findings = annotations.find_error("*", NAG_MESSAGE) + annotations.find_warning("*", NAG_MESSAGE)
     assert not findings, "\n".join(str(f.entry.data) for f in findings)
+
+
+def test_full_app_wires_the_pipeline_and_the_endpoint_into_the_role(template):
+    """In the real app the role may start the project's training and call the project's endpoint."""
+    statements = [
+        statement
+        for policy in template.find_resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    by_action = {s["Action"]: s["Resource"] for s in statements if isinstance(s["Action"], str)}
+    assert stack_output(
+        by_action["states:StartExecution"], "LlmFt-TrainingPipeline", "RefPipelineStateMachine"
+    )
+    assert stack_output(by_action["sagemaker:InvokeEndpoint"], "LlmFt-Inference", "RefLmiEndpoint")
+    refs: list = []
+    describe = flatten(by_action["states:DescribeExecution"], refs)
+    assert describe.endswith(":execution:<ref>:*"), describe
+    # The machine's Name attribute: an execution ARN is execution:<state machine name>:<execution>.
+    assert stack_output(refs[-1], "LlmFt-TrainingPipeline", "FnGetAttPipelineStateMachine"), refs
+    assert "Name" in refs[-1]["Fn::GetStackOutput"]["OutputName"], refs
