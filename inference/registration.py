@@ -24,6 +24,10 @@ TRAINING_JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
 ARTIFACT_URL = re.compile(r"^s3://(?P<bucket>[^/]+)/(?P<key>training/.+\.tar\.gz)$")
 
 
+# Recipes whose output is a whole model: an adapter component on the base model cannot serve it.
+FULL_MODEL_RECIPES = ("full_sft",)
+
+
 class ManifestError(ValueError):
     """The manifest cannot be registered; the message says which field and why."""
 
@@ -48,6 +52,11 @@ def plan_registration(
     if adapter != match["adapter"]:
         raise ManifestError(
             f"s3://{bucket}/{key}: adapter_name {adapter!r} differs from its folder {match['adapter']!r}"
+        )
+    if manifest.get("recipe") in FULL_MODEL_RECIPES:
+        raise ManifestError(
+            f"s3://{bucket}/{key}: recipe {manifest['recipe']!r} trains a full model, not a LoRA adapter; "
+            "serve it as a model of its own"
         )
     job = manifest["training_job_name"]
     if not TRAINING_JOB_NAME.fullmatch(job):

@@ -76,6 +76,26 @@ def load_config(raw: Any) -> ProjectConfig:
             list(network.availability_zones),
             f"expected zones of region {region}",
         )
+    if region is None and network.availability_zones:
+        # Env-agnostic templates deploy to any region; fixed zone names would pin one silently.
+        raise checks.ConfigError(
+            f"{key}.network.availability_zones",
+            list(network.availability_zones),
+            f"zones need a fixed environment: set {key}.account and {key}.region too, or use []",
+        )
+    training = parse_training(values.get("training"), f"{key}.training")
+    if (
+        training.hf_token_secret_name
+        and network.isolated
+        and "secretsmanager" not in network.interface_endpoints
+    ):
+        # Jobs read the token at start; with no NAT only an endpoint reaches Secrets Manager.
+        raise checks.ConfigError(
+            f"{key}.training.hf_token_secret_name",
+            training.hf_token_secret_name,
+            f'with {key}.network.nat_gateways = 0, add "secretsmanager" to '
+            f"{key}.network.interface_endpoints so training jobs can read the token",
+        )
     notebook = parse_notebook(values.get("notebook"), f"{key}.notebook")
     if notebook.enabled and network.isolated:
         # The notebook installs LLaMA-Factory from PyPI and conda-forge on create; that needs egress.
@@ -95,7 +115,7 @@ def load_config(raw: Any) -> ProjectConfig:
         region=region,
         network=network,
         data=parse_data(values.get("data"), f"{key}.data"),
-        training=parse_training(values.get("training"), f"{key}.training"),
+        training=training,
         hyperpod=parse_hyperpod(
             values.get("hyperpod"), f"{key}.hyperpod", network_zones=network.availability_zones
         ),

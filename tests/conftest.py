@@ -20,6 +20,9 @@ from aws_cdk.assertions import Template  # noqa: E402
 import app as cdk_app  # noqa: E402
 from project_config import CONTEXT_KEY, load_config  # noqa: E402
 
+# The entrypoint's tests need LLaMA-Factory and torch: they run in their own venv (`make test-image`).
+collect_ignore = ["training_image"]
+
 CDK_JSON_CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
 
 # Every optional stack switched on, so the gates (nag, cfn-lint, snapshots) cover all of them.

@@ -18,6 +18,19 @@ def test_cdk_json_defaults_load_into_a_frozen_config():
         config.network.nat_gateways = 3  # type: ignore[misc]
 
 
+def test_a_token_secret_without_nat_is_fine_with_a_secrets_manager_endpoint():
+    endpoints = ["sagemaker.api", "sagemaker.runtime", "ecr.api", "ecr.dkr", "logs", "sts", "secretsmanager"]
+    config = load_config(
+        project_context(
+            {
+                "network": {"nat_gateways": 0, "interface_endpoints": endpoints},
+                "training": {"hf_token_secret_name": "hf-token"},
+            }
+        )
+    )
+    assert config.training.hf_token_secret_name == "hf-token"
+
+
 def test_missing_context_uses_the_documented_defaults():
     assert load_config(None) == load_config({})
 
@@ -70,6 +83,16 @@ BAD_VALUES = [
         "zones of region eu-west-1",
     ),
     ({"network": {"availability_zones": ["eu-west-1a"]}}, "llmft.network.availability_zones", "exactly 2"),
+    (
+        {"network": {"availability_zones": ["eu-west-1a", "eu-west-1b"]}},
+        "llmft.network.availability_zones",
+        "zones need a fixed environment",
+    ),
+    (
+        {"network": {"nat_gateways": 0}, "training": {"hf_token_secret_name": "hf-token"}},
+        "llmft.training.hf_token_secret_name",
+        'add "secretsmanager" to llmft.network.interface_endpoints',
+    ),
     ({"region": "Europe", "account": "123456789012"}, "llmft.region", "region such as eu-west-1"),
     ({"stack_prefix": "my stacks"}, "llmft.stack_prefix", "letters or digits"),
     (

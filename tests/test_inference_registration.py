@@ -91,6 +91,11 @@ def test_base_model_may_be_named_as_an_s3_url_or_model_id():
             f"under s3://{BUCKET}/training/",
         ),
         ({**MANIFEST, "base_model": "models/mistral-7b/"}, KEY, "trained on base_model 'models/mistral-7b/'"),
+        (
+            {**MANIFEST, "recipe": "full_sft"},
+            KEY,
+            "recipe 'full_sft' trains a full model, not a LoRA adapter",
+        ),
     ],
 )
 def test_bad_manifests_fail_with_the_field_at_fault(manifest, key, message):

@@ -163,18 +163,29 @@ def test_stack_outputs_are_read_from_describe_stacks():
         assert launch.stack_outputs(cloudformation, "LlmFt-TrainingPipeline") == {"StateMachineArn": "arn:sm"}
 
 
-def test_the_newest_training_job_is_found_in_the_history():
-    def scheduled(name):
-        return {
-            "taskScheduledEventDetails": {
-                "resource": "createTrainingJob",
-                "parameters": json.dumps({"TrainingJobName": name}),
-            }
+def scheduled(name, resource="createTrainingJob"):
+    return {
+        "taskScheduledEventDetails": {
+            "resource": resource,
+            "parameters": json.dumps({"TrainingJobName": name}),
         }
+    }
 
+
+def test_the_newest_training_job_is_found_in_the_history():
     newest_first = [{"type": "WaitStateEntered"}, scheduled("job-r2"), scheduled("job")]
     assert launch.job_name_from_history(newest_first) == "job-r2"
     assert launch.job_name_from_history([{"type": "PassStateEntered"}]) is None
+
+
+def test_a_long_job_is_found_from_its_polls_once_its_creation_left_the_newest_page():
+    """After about 11 polls the createTrainingJob event is no longer among the newest 100 events."""
+    poll = [
+        {"type": "WaitStateEntered"},
+        scheduled("job-r2", "describeTrainingJob"),
+        {"type": "ChoiceStateExited"},
+    ]
+    assert launch.job_name_from_history(poll * 33) == "job-r2"
 
 
 def test_progress_line_shows_elapsed_state_and_job_status():

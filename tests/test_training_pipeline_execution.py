@@ -4,6 +4,8 @@ import json
 
 import pytest
 from moto import mock_aws
+from moto.s3 import models as s3_models
+from moto.s3.exceptions import S3AccessDeniedError
 from moto.sagemaker import models as sagemaker_models
 from moto.sagemaker.exceptions import ValidationError
 
@@ -252,6 +254,17 @@ def test_an_existing_adapter_is_never_overwritten(world):
     assert (
         world.s3.get_object(Bucket=BUCKET, Key="adapters/support-bot/manifest.json")["Body"].read() == b"{}"
     )
+
+
+def test_an_adapter_lookup_s3_refuses_ends_in_fail_before_any_job(world, monkeypatch):
+    def refuse(self, *args, **kwargs):
+        raise S3AccessDeniedError()
+
+    monkeypatch.setattr(s3_models.S3Backend, "list_objects_v2", refuse)
+    run = world.run(VALID_REQUEST)
+    assert run.status == "FAILED" and run.error == "AdapterLookupFailed", (run.error, run.cause)
+    assert run.cause, "the cause must carry S3's reason"
+    assert run.created_jobs() == [] and run.jobs == [], "no training job may start"
 
 
 def _without(field: str) -> dict:

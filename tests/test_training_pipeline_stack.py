@@ -154,6 +154,26 @@ def test_timeout_covers_every_capacity_attempt(default_app):
     assert definition["TimeoutSeconds"] == 3 * ((72 + 24) * 3600 + 600) + 3600
 
 
+@pytest.mark.parametrize("max_runtime_hours", [1, 72, 672])
+def test_polling_for_the_longest_execution_fits_the_history_limit(tmp_path_factory, max_runtime_hours):
+    """A Standard execution fails at 25,000 history events; each poll (Wait, Describe, Choice) adds 9."""
+    spot_wait = 1 if max_runtime_hours == 1 else 24
+    training = {
+        "max_runtime_hours": max_runtime_hours,
+        "default_max_runtime_hours": 1,
+        "spot_extra_wait_hours": spot_wait,
+    }
+    app = synthesize(tmp_path_factory.mktemp("cdk-poll"), {"training": training})
+    template = app.template(app.stacks.training_pipeline)
+    definition = json.loads(state_machine_properties(template)["DefinitionString"])
+    poll = definition["States"]["Wait for job"]["Seconds"]
+    polls = definition["TimeoutSeconds"] / poll
+    assert polls * 9 <= 24_000, f"{polls:.0f} polls of {poll} s exceed the history limit"
+    assert poll % 60 == 0 and poll >= 60, poll
+    if max_runtime_hours == 1:
+        assert poll == 60, "short jobs are polled every minute"
+
+
 def test_a_fixed_environment_has_no_unsuppressed_nag_finding_either(tmp_path_factory):
     """Suppressions match ARNs whether partition, region, account and references are tokens or literals."""
     app = synthesize(

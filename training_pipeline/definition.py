@@ -11,6 +11,7 @@ FailureReason to retry capacity errors with a new job that resumes from the same
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,14 @@ def subnet_placeholder(index: int) -> str:
     return f"${{Subnet{index}}}"
 
 
+# Step Functions ends a Standard execution at 25,000 history events. One pass of the polling loop
+# (Wait, describeTrainingJob, Choice) adds 9; every other state of the machine together stays far under 1,000.
+HISTORY_EVENT_LIMIT = 25_000
+EVENTS_PER_POLL = 9
+EVENTS_OUTSIDE_POLLING = 1_000
+MIN_POLL_SECONDS = 60
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     schema: Mapping[str, Any]
@@ -64,7 +73,6 @@ class PipelineSettings:
     # volumes are encrypted by the instance's hardware).
     local_storage_instance_types: Sequence[str] = ()
     with_hf_token_secret: bool = False
-    poll_seconds: int = 60
     capacity_attempts: int = 3
     capacity_wait_seconds: int = 600
 
@@ -77,6 +85,12 @@ class PipelineSettings:
         """Long enough for every capacity attempt to run its full time (spot waits included)."""
         per_job = (self.max_runtime_hours + self.spot_extra_wait_hours) * 3600 + self.capacity_wait_seconds
         return per_job * self.capacity_attempts + 3600
+
+    @property
+    def poll_seconds(self) -> int:
+        """The shortest whole-minute poll that keeps the longest allowed execution in the history limit."""
+        polls_allowed = (HISTORY_EVENT_LIMIT - EVENTS_OUTSIDE_POLLING) // EVENTS_PER_POLL
+        return max(MIN_POLL_SECONDS, math.ceil(self.timeout_seconds / polls_allowed / 60) * 60)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -631,7 +645,16 @@ def build_definition(settings: PipelineSettings) -> dict:
             "ResultSelector": {"count.$": "$.KeyCount"},
             "ResultPath": "$.existing",
             "Retry": _retry(S3_RETRYABLE),
+            # Nothing has started yet: end with S3's reason, as a refused request does.
+            "Catch": [
+                {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Adapter lookup failed"}
+            ],
             "Next": "Adapter is new",
+        },
+        "Adapter lookup failed": {
+            "Type": "Fail",
+            "Error": "AdapterLookupFailed",
+            "CausePath": "$.error.Cause",
         },
         "Adapter is new": {
             "Type": "Choice",

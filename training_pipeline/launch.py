@@ -50,11 +50,19 @@ def stack_outputs(cloudformation: Any, stack_name: str) -> dict[str, str]:
     return {output["OutputKey"]: output["OutputValue"] for output in stack.get("Outputs", [])}
 
 
+# State machine tasks whose parameters name the training job.
+JOB_TASKS = ("createTrainingJob", "describeTrainingJob")
+
+
 def job_name_from_history(events: Iterable[Mapping[str, Any]]) -> str | None:
-    """The newest training job the execution asked for (history read newest first)."""
+    """The newest training job the execution asked for (history read newest first).
+
+    The polling loop's describeTrainingJob calls name the job too: a long job's createTrainingJob event
+    lies far behind the newest page of history.
+    """
     for event in events:
         details = event.get("taskScheduledEventDetails")
-        if details and details.get("resource") == "createTrainingJob":
+        if details and details.get("resource") in JOB_TASKS:
             return json.loads(details["parameters"])["TrainingJobName"]
     return None
 
