@@ -12,8 +12,9 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 
 from constructs import Construct
 from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack
-from inference.lmi import has_instance_storage, lmi_environment, lmi_images, model_source
+from inference.lmi import lmi_environment, lmi_images, model_source
 from project_config.inference import InferenceConfig
+from project_config.instance_types import has_instance_storage
 
 VARIANT_NAME = "AllTraffic"
 # Prefixes of the data bucket the endpoint reads: base models and released adapters, nothing else.

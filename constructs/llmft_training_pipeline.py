@@ -20,8 +20,9 @@ from constructs.llmft_data_store import DataStore
 from constructs.llmft_logs import encrypted_log_group
 from constructs.llmft_network import TrainingNetwork
 from constructs.llmft_training_image import TrainingImageBuild
+from project_config.instance_types import has_instance_storage
 from project_config.training import TrainingConfig
-from training_pipeline.definition import PipelineSettings, build_definition, has_instance_storage
+from training_pipeline.definition import PipelineSettings, build_definition
 from training_pipeline.request import effective_schema, metric_definitions, recipe_names
 
 # Where SageMaker training jobs write their logs and metrics.

@@ -21,12 +21,6 @@ LMI_FRAMEWORK = "djl-lmi"
 MIN_LMI_VERSION = (0, 34, 0)
 ASYNC_ENTRYPOINT = "djl_python.lmi_vllm.vllm_async_service"
 
-# Families whose instances carry NVMe instance storage: SageMaker rejects an endpoint config KmsKeyId
-# for them, because those volumes are always encrypted by the instance's hardware module.
-INSTANCE_STORAGE_FAMILIES = frozenset(
-    {"g4dn", "g4ad", "g5", "g6", "g6e", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en", "p6", "trn1", "trn1n"}
-)
-
 
 @dataclass(frozen=True)
 class LmiImage:
@@ -85,12 +79,6 @@ def lmi_images(version: str) -> dict[str, LmiImage]:
             hostname=hostname,
         )
     return images
-
-
-def has_instance_storage(instance_type: str) -> bool:
-    """ml.g5.2xlarge -> True: the family has NVMe instance storage (hardware-encrypted)."""
-    family = instance_type.split(".")[1]
-    return family in INSTANCE_STORAGE_FAMILIES or re.fullmatch(r"[a-z]+\d+[a-z]*d", family) is not None
 
 
 def model_source(base_model: str, bucket_name: str) -> str:

@@ -4,12 +4,12 @@ import pytest
 
 from inference.lmi import (
     ASYNC_ENTRYPOINT,
-    has_instance_storage,
     lmi_environment,
     lmi_images,
     model_source,
     supported_lmi_versions,
 )
+from project_config.instance_types import has_instance_storage
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from aws_cdk.assertions import Match, Template
 
 from constructs.llmft_training_image import BUILD_SPEC, TrainingImageBuild
 from project_config.training import TrainingConfig
-from tests.conftest import ROOT
+from tests.conftest import ROOT, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +63,17 @@ def test_buildspec_logs_in_to_the_dlc_registry_and_pushes_in_the_build_phase():
         assert f"ARG {argument}" in dockerfile and f'--build-arg {argument}="$' in " ".join(build), argument
 
 
-def test_dlc_registry_account_is_configurable(template):
-    project = next(iter(template.find_resources("AWS::CodeBuild::Project").values()))["Properties"]
+def test_dlc_registry_account_is_configurable(tmp_path_factory):
+    app = synthesize(
+        tmp_path_factory.mktemp("cdk-dlc-account"), {"training": {"dlc_registry_account": "111122223333"}}
+    )
+    other = app.template(app.stacks.training_image)
+    project = next(iter(other.find_resources("AWS::CodeBuild::Project").values()))["Properties"]
     registry = next(v for v in project["Environment"]["EnvironmentVariables"] if v["Name"] == "DLC_REGISTRY")
-    assert "763104351884.dkr.ecr." in json.dumps(registry["Value"])
+    assert "111122223333.dkr.ecr." in json.dumps(registry["Value"]), registry
+    policies = json.dumps(other.find_resources("AWS::IAM::Policy"))
+    assert ":111122223333:repository/pytorch-training" in policies, "the build must pull from that account"
+    assert "763104351884" not in json.dumps(other.to_json()), "the default account must be gone"
 
 
 def test_build_role_may_pull_only_the_pytorch_dlc_from_the_dlc_account(template):

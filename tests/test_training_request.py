@@ -6,6 +6,7 @@ import sys
 import jsonschema
 import pytest
 
+from project_config.instance_types import has_instance_storage
 from project_config.training import TrainingConfig
 from tests.conftest import ROOT
 from tests.pipeline_moto import BUCKET
@@ -13,7 +14,6 @@ from tests.test_training_pipeline_execution import INVALID_REQUESTS, VALID_REQUE
 from training_pipeline.definition import (
     PipelineSettings,
     build_definition,
-    has_instance_storage,
     validation_states,
 )
 from training_pipeline.request import (

@@ -12,7 +12,6 @@ FailureReason to retry capacity errors with a new job that resumes from the same
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,19 +34,6 @@ KMS_KEY = "${KmsKeyArn}"
 TOPIC = "${TopicArn}"
 SECURITY_GROUP = "${SecurityGroupId}"
 HF_TOKEN_SECRET = "${HfTokenSecretArn}"
-
-
-# Families whose instances have local NVMe storage (beyond the "d" in names such as m5d, g4dn, p4d).
-INSTANCE_STORAGE_FAMILIES = frozenset(
-    {"g5", "g6", "g6e", "gr6", "p5", "p5e", "p5en", "trn1", "trn1n", "trn2"}
-)
-_D_FAMILY = re.compile(r"^[a-z]+[0-9]+[a-z]*d[a-z]*$")
-
-
-def has_instance_storage(instance_type: str) -> bool:
-    """Whether SageMaker gives this type local NVMe volumes (and so refuses a VolumeKmsKeyId)."""
-    family = instance_type.split(".")[1].split("-")[0]
-    return family in INSTANCE_STORAGE_FAMILIES or bool(_D_FAMILY.match(family))
 
 
 def subnet_placeholder(index: int) -> str:
