@@ -305,6 +305,8 @@ INVALID_REQUESTS = [
     ({**VALID_REQUEST, "instance_count": 0}, "InvalidRequest.instance_count", "at least 1"),
     ({**VALID_REQUEST, "instance_count": 9}, "InvalidRequest.instance_count", "at most 4"),
     ({**VALID_REQUEST, "instance_count": "2"}, "InvalidRequest.instance_count", "must be an integer"),
+    ({**VALID_REQUEST, "instance_count": 1.5}, "InvalidRequest.instance_count", "must be an integer"),
+    ({**VALID_REQUEST, "max_runtime_hours": 2.5}, "InvalidRequest.max_runtime_hours", "must be an integer"),
     ({**VALID_REQUEST, "max_runtime_hours": 100}, "InvalidRequest.max_runtime_hours", "at most 72"),
     ({**VALID_REQUEST, "use_spot": "yes"}, "InvalidRequest.use_spot", "must be a boolean"),
     ({**VALID_REQUEST, "hyperparameters": "lr=1e-4"}, "InvalidRequest.hyperparameters", "must be an object"),

@@ -165,7 +165,29 @@ def validation_states(schema: Mapping[str, Any], next_state: str) -> tuple[str, 
             fail = f"Invalid {name} {number}"
             states[fail] = {"Type": "Fail", "Error": f"InvalidRequest.{name}", "Cause": f"{name}: {rule}"}
             choices.append({**condition, "Next": fail})
-        states[f"Check {name}"] = {"Type": "Choice", "Choices": choices, "Default": after}
+        prop = schema["properties"][name]
+        if prop.get("type") == "integer":
+            # ASL compares numbers but cannot tell 1.5 from 1: test the number's text for a point.
+            states[f"Check {name}"] = {"Type": "Choice", "Choices": choices, "Default": f"Text of {name}"}
+            states[f"Text of {name}"] = {
+                "Type": "Pass",
+                "Parameters": {"text.$": f"States.Format('{{}}', {REQUEST}.{name})"},
+                "ResultPath": f"$.checks.{name}",
+                "Next": f"Check {name} is whole",
+            }
+            fail = f"Invalid {name} whole"
+            states[fail] = {
+                "Type": "Fail",
+                "Error": f"InvalidRequest.{name}",
+                "Cause": f"{name}: must be an integer",
+            }
+            states[f"Check {name} is whole"] = {
+                "Type": "Choice",
+                "Choices": [{"Variable": f"$.checks.{name}.text", "StringMatches": "*.*", "Next": fail}],
+                "Default": after,
+            }
+        else:
+            states[f"Check {name}"] = {"Type": "Choice", "Choices": choices, "Default": after}
     return f"Check {names[0]}", states
 
 
