@@ -6,6 +6,7 @@ from typing import Any
 
 from inference.lmi import supported_lmi_versions
 from project_config import checks
+from project_config.instance_types import GPUS_PER_INSTANCE
 from project_config.network import LOG_RETENTION_DAYS
 
 # An S3 folder under the data bucket's models/ prefix, or a Hugging Face model id (org/name).
@@ -89,17 +90,27 @@ def parse_inference(raw: Any, key: str = "llmft.inference", *, internet: bool = 
         raise checks.ConfigError(
             f"{key}.max_copies", max_copies, f"expected at least min_copies ({min_copies}) and at least 1"
         )
+    instance_type = checks.instance_type(f"{key}.instance_type", get("instance_type"))
+    tensor_parallel_degree = _int_choice(
+        f"{key}.tensor_parallel_degree", get("tensor_parallel_degree"), TENSOR_PARALLEL_DEGREES
+    )
+    gpus = GPUS_PER_INSTANCE.get(instance_type)
+    if gpus is not None and tensor_parallel_degree > gpus:
+        # Otherwise the endpoint deploys and only the model component fails to place.
+        raise checks.ConfigError(
+            f"{key}.tensor_parallel_degree",
+            tensor_parallel_degree,
+            f"at most the {gpus} GPU(s) of {key}.instance_type {instance_type}",
+        )
     return InferenceConfig(
         enabled=enabled,
-        instance_type=checks.instance_type(f"{key}.instance_type", get("instance_type")),
+        instance_type=instance_type,
         base_model=base_model,
         lmi_version=checks.choice(f"{key}.lmi_version", get("lmi_version"), supported_lmi_versions()),
         max_loras=max_loras,
         max_cpu_loras=max_cpu_loras,
         max_lora_rank=_int_choice(f"{key}.max_lora_rank", get("max_lora_rank"), LORA_RANKS),
-        tensor_parallel_degree=_int_choice(
-            f"{key}.tensor_parallel_degree", get("tensor_parallel_degree"), TENSOR_PARALLEL_DEGREES
-        ),
+        tensor_parallel_degree=tensor_parallel_degree,
         max_model_len=integer("max_model_len", 256, 262144),
         min_memory_mb=integer("min_memory_mb", 1024, 2097152),
         # SageMaker accepts 60 to 3600 seconds for both startup timeouts.

@@ -36,6 +36,11 @@ BAD_VALUES = [
     ({"max_lora_rank": 24}, "llmft.inference.max_lora_rank", "one of: 8, 16, 32, 64"),
     ({"tensor_parallel_degree": 3}, "llmft.inference.tensor_parallel_degree", "one of: 1, 2, 4, 8"),
     ({"tensor_parallel_degree": True}, "llmft.inference.tensor_parallel_degree", "one of: 1, 2, 4, 8"),
+    (
+        {"tensor_parallel_degree": 8},
+        "llmft.inference.tensor_parallel_degree",
+        "at most the 1 GPU(s) of llmft.inference.instance_type ml.g5.2xlarge",
+    ),
     ({"startup_health_check_timeout": 4000}, "llmft.inference.startup_health_check_timeout", "60 to 3600"),
     ({"model_data_download_timeout": 30}, "llmft.inference.model_data_download_timeout", "60 to 3600"),
     ({"min_copies": -1}, "llmft.inference.min_copies", "integer from 0 to 10"),
@@ -51,6 +56,13 @@ def test_bad_inference_values_fail_naming_the_key(overrides, key, message):
         load_config(project_context({"inference": overrides}))
     assert raised.value.key == key, f"error should name {key}, named {raised.value.key}"
     assert message in str(raised.value), str(raised.value)
+
+
+def test_tensor_parallelism_fits_a_multi_gpu_instance():
+    config = load_config(
+        project_context({"inference": {"instance_type": "ml.g5.12xlarge", "tensor_parallel_degree": 4}})
+    ).inference
+    assert config.tensor_parallel_degree == 4
 
 
 def test_a_hub_model_without_internet_access_is_refused():
