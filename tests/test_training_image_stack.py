@@ -52,11 +52,14 @@ def test_build_is_privileged_encrypted_logged_and_outside_the_vpc(template):
     )
 
 
-def test_buildspec_logs_in_to_the_dlc_registry_and_pushes_in_the_build_phase():
-    pre_build = " ".join(BUILD_SPEC["phases"]["pre_build"]["commands"])
-    build = BUILD_SPEC["phases"]["build"]["commands"]
+def test_buildspec_logs_in_to_the_dlc_registry_and_pushes_in_the_build_phase(template):
+    project = next(iter(template.find_resources("AWS::CodeBuild::Project").values()))["Properties"]
+    spec = json.loads(project["Source"]["BuildSpec"])
+    assert spec == BUILD_SPEC, "the deployed buildspec must be the one reviewed here"
+    pre_build = " ".join(spec["phases"]["pre_build"]["commands"])
+    build = spec["phases"]["build"]["commands"]
     assert "--password-stdin" in pre_build and '$LOGIN "$DLC_REGISTRY"' in pre_build, pre_build
-    assert build[-1].startswith("docker push") and "post_build" not in BUILD_SPEC["phases"]
+    assert build[-1].startswith("docker push") and "post_build" not in spec["phases"]
     # The Dockerfile's FROM is built from these two arguments.
     dockerfile = (ROOT / "training_image" / "Dockerfile").read_text()
     for argument in ("BASE_REGISTRY_ACCOUNT", "BASE_REGION"):
