@@ -17,7 +17,7 @@ from cdk_nag import NagSuppressions
 
 from constructs import Construct
 from constructs.llmft_logs import encrypted_log_group
-from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack
+from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack, suppress_bucket_deployment
 from project_config.hyperpod import FsxConfig, HyperPodConfig, InstanceGroupConfig
 
 LIFECYCLE_DIR = Path(__file__).resolve().parent.parent / "cluster_lifecycle"
@@ -398,55 +398,6 @@ class HyperPodCluster(Construct):
                 }
             ],
         )
-        handler = next(
-            child for child in stack.node.children if child.node.id.startswith("Custom::CDKBucketDeployment")
-        )
-        handler_role = handler.node.find_child("ServiceRole")
-        NagSuppressions.add_resource_suppressions(
-            handler_role,
-            [
-                {
-                    "id": "AwsSolutions-IAM4",
-                    "reason": "CDK's BucketDeployment handler logs through AWSLambdaBasicExecutionRole; it "
-                    "runs only while the stack deploys the lifecycle scripts.",
-                    "appliesTo": [
-                        "Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
-                    ],
-                }
-            ],
-        )
-        NagSuppressions.add_resource_suppressions(
-            handler_role.node.find_child("DefaultPolicy").node.default_child,
-            [
-                {
-                    "id": "AwsSolutions-IAM5",
-                    "reason": "BucketDeployment's own grants: read the staged zip from the asset bucket,"
-                    " write (and prune) the scripts into the data bucket, under the project key.",
-                    "appliesTo": [
-                        "Action::kms:GenerateDataKey*",
-                        "Action::kms:ReEncrypt*",
-                        "Action::s3:Abort*",
-                        "Action::s3:DeleteObject*",
-                        "Action::s3:GetBucket*",
-                        "Action::s3:GetObject*",
-                        "Action::s3:List*",
-                        arn_of_other_stack(data_bucket, "/*"),
-                        # CDK's bootstrap asset bucket, whether account and region are tokens or literals.
-                        {
-                            "regex": "/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):s3:::"
-                            "cdk-hnb659fds-assets-(<AWS::AccountId>|\\d{12})-(<AWS::Region>|[a-z0-9-]+)\\/\\*$/"
-                        },
-                    ],
-                }
-            ],
-        )
-        NagSuppressions.add_resource_suppressions(
-            handler.node.default_child,
-            [
-                {
-                    "id": "AwsSolutions-L1",
-                    "reason": "The BucketDeployment handler's runtime is chosen and updated by aws-cdk-lib "
-                    "with each release; the project pins aws-cdk-lib rather than the handler.",
-                }
-            ],
+        suppress_bucket_deployment(
+            stack, data_bucket, copies="writes (and prunes) the lifecycle scripts under cluster-lifecycle/"
         )

@@ -3,9 +3,13 @@
 import re
 
 from aws_cdk import Stack
-from cdk_nag import RegexAppliesTo
+from aws_cdk import aws_s3 as s3
+from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 
 from constructs import Construct
+
+# A partition in findings: a pseudo parameter (env-agnostic) or a literal (fixed environment).
+ANY_PARTITION = "(<AWS::Partition>|aws[a-z-]*)"
 
 
 def logical_id(construct: Construct) -> str:
@@ -34,3 +38,65 @@ def arn_in_this_account(service: str, resource: str) -> RegexAppliesTo:
     account are pseudo parameters (env-agnostic) or literals (fixed environment)."""
     env = rf"(<AWS::Partition>|[a-z-]+):{service}:(<AWS::Region>|[a-z0-9-]+):(<AWS::AccountId>|\d{{12}})"
     return RegexAppliesTo(regex=f"/^Resource::arn:{env}:{re.escape(resource)}$/")
+
+
+def suppress_bucket_deployment(stack: Stack, data_bucket: s3.IBucket, *, copies: str) -> None:
+    """The findings on aws-cdk-lib's BucketDeployment handler (one per stack), each with its reason.
+
+    `copies` says what the stack's deployment writes into the data bucket, for the reviewers' report.
+    """
+    handler = next(
+        child for child in stack.node.children if child.node.id.startswith("Custom::CDKBucketDeployment")
+    )
+    role = handler.node.find_child("ServiceRole")
+    NagSuppressions.add_resource_suppressions(
+        role,
+        [
+            NagPackSuppression(
+                id="AwsSolutions-IAM4",
+                reason="aws-cdk-lib's BucketDeployment handler role uses AWSLambdaBasicExecutionRole to "
+                f"write its logs; the handler runs only while the stack deploys and {copies}.",
+                applies_to=[
+                    RegexAppliesTo(
+                        regex=f"/^Policy::arn:{ANY_PARTITION}:iam::aws:policy\\/service-role"
+                        "\\/AWSLambdaBasicExecutionRole$/"
+                    )
+                ],
+            )
+        ],
+    )
+    NagSuppressions.add_resource_suppressions(
+        role.node.find_child("DefaultPolicy"),
+        [
+            NagPackSuppression(
+                id="AwsSolutions-IAM5",
+                reason="BucketDeployment's own grants: CDK's wildcard read of the staged zip in the asset "
+                f"bucket and read-write on the data bucket under the project key; {copies}.",
+                applies_to=[
+                    "Action::s3:GetBucket*",
+                    "Action::s3:GetObject*",
+                    "Action::s3:List*",
+                    "Action::s3:Abort*",
+                    "Action::s3:DeleteObject*",
+                    "Action::kms:GenerateDataKey*",
+                    "Action::kms:ReEncrypt*",
+                    arn_of_other_stack(data_bucket, "/*"),
+                    # CDK's bootstrap asset bucket, whether account and region are tokens or literals.
+                    RegexAppliesTo(
+                        regex=f"/^Resource::arn:{ANY_PARTITION}:s3:::cdk-hnb659fds-assets-"
+                        "(<AWS::AccountId>|\\d{12})-(<AWS::Region>|[a-z0-9-]+)\\/\\*$/"
+                    ),
+                ],
+            )
+        ],
+    )
+    NagSuppressions.add_resource_suppressions(
+        handler,
+        [
+            NagPackSuppression(
+                id="AwsSolutions-L1",
+                reason="The BucketDeployment handler's runtime is pinned by aws-cdk-lib together with "
+                "its bundled AWS CLI layer; it moves with aws-cdk-lib upgrades, not with this project.",
+            )
+        ],
+    )

@@ -21,7 +21,12 @@ from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 
 from constructs import Construct
 from constructs.llmft_logs import encrypted_log_group
-from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack
+from constructs.llmft_nag import (
+    ANY_PARTITION,
+    arn_in_this_account,
+    arn_of_other_stack,
+    suppress_bucket_deployment,
+)
 from project_config.notebook import NotebookConfig
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -262,70 +267,18 @@ class LlamaFactoryNotebook(Construct):
                         "machine (execution:<its name>:*); execution names are generated per run.",
                         applies_to=[
                             RegexAppliesTo(
-                                regex=r"/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):states:.*:execution:.*:\*$/"
+                                regex=f"/^Resource::arn:{ANY_PARTITION}:states:.*:execution:.*:\\*$/"
                             )
                         ],
                     )
                 ],
             )
         # The examples upload runs in aws-cdk-lib's own BucketDeployment handler; its shape is CDK's.
-        handler_role = self.examples.handler_role
-        NagSuppressions.add_resource_suppressions(
-            handler_role,
-            [
-                NagPackSuppression(
-                    id="AwsSolutions-IAM4",
-                    reason="aws-cdk-lib's BucketDeployment handler role uses AWSLambdaBasicExecutionRole to "
-                    "write its logs; the role only copies the example notebooks into the data bucket.",
-                    applies_to=[
-                        RegexAppliesTo(
-                            regex=r"/^Policy::arn:(<AWS::Partition>|aws[a-z-]*):iam::aws:policy\/service-role"
-                            r"\/AWSLambdaBasicExecutionRole$/"
-                        )
-                    ],
-                ),
-            ],
-        )
-        NagSuppressions.add_resource_suppressions(
-            handler_role.node.find_child("DefaultPolicy"),
-            [
-                NagPackSuppression(
-                    id="AwsSolutions-IAM5",
-                    reason="BucketDeployment grants its handler CDK's wildcard read on the asset bucket and "
-                    "read-write on the data bucket; a Deny statement beside them limits every write and "
-                    "delete to notebooks/examples/.",
-                    applies_to=[
-                        "Action::s3:GetBucket*",
-                        "Action::s3:GetObject*",
-                        "Action::s3:List*",
-                        "Action::s3:Abort*",
-                        "Action::s3:DeleteObject*",
-                        "Action::kms:GenerateDataKey*",
-                        "Action::kms:ReEncrypt*",
-                        arn_of_other_stack(data_bucket, "/*"),
-                        # CDK's bootstrap asset bucket, whether account and region are tokens or literals.
-                        RegexAppliesTo(
-                            regex=r"/^Resource::arn:(<AWS::Partition>|aws[a-z-]*):s3:::cdk-hnb659fds-assets-"
-                            r"(<AWS::AccountId>|\d{12})-(<AWS::Region>|[a-z0-9-]+)\/\*$/"
-                        ),
-                    ],
-                ),
-            ],
-        )
-        handler = next(
-            child
-            for child in Stack.of(self).node.children
-            if child.node.id.startswith("Custom::CDKBucketDeployment")
-        )
-        NagSuppressions.add_resource_suppressions(
-            handler,
-            [
-                NagPackSuppression(
-                    id="AwsSolutions-L1",
-                    reason="The BucketDeployment handler's runtime is pinned by aws-cdk-lib together with "
-                    "its bundled AWS CLI layer; it moves with aws-cdk-lib upgrades, not with this project.",
-                )
-            ],
+        suppress_bucket_deployment(
+            Stack.of(self),
+            data_bucket,
+            copies="copies the example notebooks, a Deny statement beside the grants limiting every write "
+            "and delete to notebooks/examples/",
         )
 
 

@@ -21,6 +21,7 @@ from cdk_nag import NagSuppressions
 
 from constructs import Construct
 from constructs.llmft_logs import encrypted_log_group
+from constructs.llmft_nag import ANY_PARTITION
 from project_config.training import TrainingConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,8 +38,6 @@ SOURCE_EXCLUDES = [
 ]
 # The AWS PyTorch training deep learning container is the image's base (training_image/Dockerfile).
 DLC_BASE_REPOSITORY = "pytorch-training"
-# A partition in cdk-nag's findings: a pseudo parameter (env-agnostic) or a literal (fixed environment).
-ANY_PARTITION = "(<AWS::Partition>|aws[a-z-]*)"
 # CloudFormation waits for a custom resource at most one hour (its ServiceTimeout maximum), and so
 # does the provider framework (its total_timeout maximum).
 MAX_DEPLOY_WAIT = Duration.hours(1)

@@ -18,6 +18,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 from constructs import Construct
 from constructs.llmft_data_store import DataStore
 from constructs.llmft_logs import encrypted_log_group
+from constructs.llmft_nag import ANY_PARTITION
 from constructs.llmft_network import TrainingNetwork
 from constructs.llmft_training_image import TrainingImageBuild
 from project_config.instance_types import has_instance_storage
@@ -230,7 +231,7 @@ class TrainingPipeline(Construct):
             '"OutputName":"PublishOutputFnGetAttStoreDataBucket[0-9A-F]+Arn[0-9A-F]+"\\}\\})'
         )
         # Partition, region and account are tokens when env-agnostic, literals in a fixed environment.
-        arn = "arn:(<AWS::Partition>|aws[a-z-]*):"
+        arn = f"arn:{ANY_PARTITION}:"
         NagSuppressions.add_resource_suppressions(
             self.training_role.node.find_child("DefaultPolicy"),
             [
