@@ -2,9 +2,10 @@
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
 INSTANCE_TYPE_PATTERN = re.compile(r"^ml\.[a-z][a-z0-9]*\.(?:[0-9]*x?large|medium|small|micro)$")
 
 
@@ -28,6 +29,13 @@ def section(raw: Any, key: str, allowed_keys: Iterable[str]) -> Mapping[str, Any
         if name not in allowed:
             raise ConfigError(f"{key}.{name}", raw[name], f"unknown key; allowed keys: {', '.join(allowed)}")
     return raw
+
+
+def section_fields(raw: Any, key: str, config_class: type) -> Callable[[str], Any]:
+    """A getter for a section built into a frozen dataclass: the cdk.json value, else the field's default."""
+    values = section(raw, key, config_class.__dataclass_fields__)
+    default = config_class()
+    return lambda name: values.get(name, getattr(default, name))
 
 
 def integer(key: str, value: Any, *, minimum: int, maximum: int) -> int:

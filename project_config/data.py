@@ -14,24 +14,23 @@ class DataConfig:
 
 
 def parse_data(raw: Any, key: str = "llmft.data") -> DataConfig:
-    default = DataConfig()
-    values = checks.section(raw, key, DataConfig.__dataclass_fields__)
+    get = checks.section_fields(raw, key, DataConfig)
     return DataConfig(
         abort_incomplete_upload_days=checks.integer(
             f"{key}.abort_incomplete_upload_days",
-            values.get("abort_incomplete_upload_days", default.abort_incomplete_upload_days),
+            get("abort_incomplete_upload_days"),
             minimum=1,
             maximum=365,
         ),
         noncurrent_version_expiration_days=checks.integer(
             f"{key}.noncurrent_version_expiration_days",
-            values.get("noncurrent_version_expiration_days", default.noncurrent_version_expiration_days),
+            get("noncurrent_version_expiration_days"),
             minimum=1,
             maximum=3650,
         ),
         access_log_expiration_days=checks.integer(
             f"{key}.access_log_expiration_days",
-            values.get("access_log_expiration_days", default.access_log_expiration_days),
+            get("access_log_expiration_days"),
             minimum=30,
             maximum=3650,
         ),

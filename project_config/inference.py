@@ -50,11 +50,7 @@ class InferenceConfig:
 
 def parse_inference(raw: Any, key: str = "llmft.inference", *, internet: bool = True) -> InferenceConfig:
     """`internet`: whether the VPC has NAT; without it a Hub model id cannot be downloaded."""
-    default = InferenceConfig()
-    values = checks.section(raw, key, InferenceConfig.__dataclass_fields__)
-
-    def get(name: str) -> Any:
-        return values.get(name, getattr(default, name))
+    get = checks.section_fields(raw, key, InferenceConfig)
 
     def integer(name: str, minimum: int, maximum: int) -> int:
         return checks.integer(f"{key}.{name}", get(name), minimum=minimum, maximum=maximum)

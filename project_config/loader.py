@@ -14,7 +14,6 @@ from project_config.notebook import NotebookConfig, parse_notebook
 from project_config.training import TrainingConfig, parse_training
 
 CONTEXT_KEY = "llmft"
-ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
 REGION_PATTERN = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 PREFIX_PATTERN = re.compile(r"^[A-Z][A-Za-z0-9]{1,19}$")
 
@@ -47,7 +46,10 @@ def load_config(raw: Any) -> ProjectConfig:
             raise checks.ConfigError(key, raw, f"expected a JSON object ({error})") from None
     values = checks.section(raw, key, ProjectConfig.__dataclass_fields__)
     account = checks.optional_string(
-        f"{key}.account", values.get("account"), pattern=ACCOUNT_PATTERN, rule="expected 12 digits or null"
+        f"{key}.account",
+        values.get("account"),
+        pattern=checks.ACCOUNT_PATTERN,
+        rule="expected 12 digits or null",
     )
     region = checks.optional_string(
         f"{key}.region",

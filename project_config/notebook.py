@@ -26,29 +26,26 @@ class NotebookConfig:
 
 
 def parse_notebook(raw: Any, key: str = "llmft.notebook") -> NotebookConfig:
-    default = NotebookConfig()
-    values = checks.section(raw, key, NotebookConfig.__dataclass_fields__)
+    get = checks.section_fields(raw, key, NotebookConfig)
     return NotebookConfig(
-        enabled=checks.boolean(f"{key}.enabled", values.get("enabled", default.enabled)),
-        instance_type=checks.instance_type(
-            f"{key}.instance_type", values.get("instance_type", default.instance_type)
-        ),
+        enabled=checks.boolean(f"{key}.enabled", get("enabled")),
+        instance_type=checks.instance_type(f"{key}.instance_type", get("instance_type")),
         volume_size_gb=checks.integer(
             f"{key}.volume_size_gb",
-            values.get("volume_size_gb", default.volume_size_gb),
+            get("volume_size_gb"),
             minimum=5,
             maximum=16384,
         ),
-        root_access=checks.boolean(f"{key}.root_access", values.get("root_access", default.root_access)),
+        root_access=checks.boolean(f"{key}.root_access", get("root_access")),
         idle_timeout_minutes=checks.integer(
             f"{key}.idle_timeout_minutes",
-            values.get("idle_timeout_minutes", default.idle_timeout_minutes),
+            get("idle_timeout_minutes"),
             minimum=0,
             maximum=1440,
         ),
         llamafactory_version=checks.string(
             f"{key}.llamafactory_version",
-            values.get("llamafactory_version", default.llamafactory_version),
+            get("llamafactory_version"),
             pattern=VERSION_PATTERN,
             rule="expected an exact release such as 0.9.5 (the environment is pinned)",
         ),

@@ -7,7 +7,6 @@ from typing import Any
 from project_config import checks
 from project_config.network import LOG_RETENTION_DAYS
 
-ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
 # Secrets Manager names: letters, digits and /_+=.@- (up to 512 characters).
 SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -42,11 +41,7 @@ class TrainingConfig:
 
 
 def parse_training(raw: Any, key: str = "llmft.training") -> TrainingConfig:
-    default = TrainingConfig()
-    values = checks.section(raw, key, TrainingConfig.__dataclass_fields__)
-
-    def get(name: str) -> Any:
-        return values.get(name, getattr(default, name))
+    get = checks.section_fields(raw, key, TrainingConfig)
 
     raw_types = get("allowed_instance_types")
     # The default is a tuple; cdk.json gives a list.
@@ -67,7 +62,7 @@ def parse_training(raw: Any, key: str = "llmft.training") -> TrainingConfig:
         dlc_registry_account=checks.string(
             f"{key}.dlc_registry_account",
             get("dlc_registry_account"),
-            pattern=ACCOUNT_PATTERN,
+            pattern=checks.ACCOUNT_PATTERN,
             rule="expected the 12-digit account of the deep learning container registry",
         ),
         # The deploy waits for the build through a custom resource, which gives up after 1 hour.
