@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CDK := node_modules/.bin/cdk
+LAMBDA_DEPS := build/lambda-python
 # jsii's banner about Node 20's end of life is noise for a pinned toolchain; no AWS call is made.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
@@ -14,12 +15,23 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install synth test lint test-cdk test-image clean
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed node_modules/.installed $(LAMBDA_DEPS)/.installed
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# The training image's rules (training_image/llmft_train) are imported by the launcher and the tests;
+# its heavy dependencies (torch, llamafactory) are not: they live in .venv-train.
+$(VENV)/.installed: requirements.txt requirements-dev.txt training_image/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps -e training_image
+	touch $@
+
+# Wheels for the training pipeline's Lambda functions (Python 3.14 on arm64), copied in at synth.
+$(LAMBDA_DEPS)/.installed: requirements-lambda.txt $(VENV)/.installed
+	rm -rf $(LAMBDA_DEPS)
+	$(BIN)/pip install --quiet --no-deps --no-compile --only-binary=:all: --implementation cp \
+		--python-version 3.14 --platform manylinux2014_aarch64 --target $(LAMBDA_DEPS) -r requirements-lambda.txt
+	rm -rf $(LAMBDA_DEPS)/bin
 	touch $@
 
 node_modules/.installed: package.json package-lock.json
@@ -45,4 +57,4 @@ test-image:
 test: test-cdk test-image
 
 clean:
-	rm -rf cdk.out $(VENV) .venv-train node_modules
+	rm -rf cdk.out $(VENV) .venv-train node_modules build

@@ -6,6 +6,7 @@ Everything here is pure except `load_recipes`, which reads the YAML files.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,8 +134,14 @@ MANAGED_KEYS = frozenset(
         "push_to_hub",
     }
 )
-# A token in hyperparameters would be stored in the job description in clear text.
+# A credential in hyperparameters would be stored in the job description in clear text.
 SECRET_KEYS = frozenset({"hf_token", "token", "hub_token", "hf_hub_token", "huggingface_token"})
+# Names ending like a credential (`api_key`, `WANDB_API_KEY`, `aws_secret_access_key`, `password`),
+# and values shaped like a Hugging Face token or an AWS access key id, whatever the case of the name.
+_SECRET_NAME = re.compile(
+    r"(^|_)(token|secret|password|passwd|credentials?|api_?key|access_?key|secret_?key|private_?key)$"
+)
+_SECRET_VALUE = re.compile(r"\b(hf_[A-Za-z0-9]{30,}|(AKIA|ASIA)[A-Z0-9]{16})\b")
 # Added by the SageMaker SDK or by tuning jobs; they are not ours to read.
 IGNORED_PREFIXES = ("sagemaker_", "_tuning_objective_metric")
 
@@ -245,38 +252,67 @@ def _unknown_key_message(key: str, recipe: Recipe) -> str:
     return f"unknown hyperparameter {key!r} for recipe {recipe.name!r}{hint}; allowed: {', '.join(allowed)}"
 
 
-def parse_hyperparameters(raw: Mapping[str, Any], recipes: Mapping[str, Recipe]) -> JobSettings:
-    """Turn the job's string hyperparameters into typed settings, rejecting what is not allowed."""
+def looks_like_secret(key: str, value: Any) -> bool:
+    """Whether a hyperparameter's name or value looks like a credential."""
+    name = key.lower()
+    return name in SECRET_KEYS or bool(_SECRET_NAME.search(name) or _SECRET_VALUE.search(as_text(value)))
+
+
+def check_hyperparameters(
+    raw: Mapping[str, Any], recipes: Mapping[str, Recipe]
+) -> tuple[JobSettings | None, list[tuple[str, str]]]:
+    """The job's settings and every problem with its hyperparameters, as (key, message) pairs.
+
+    The one table of rules: the entrypoint applies it to a job's hyperparameters, and the training
+    pipeline applies it to a request before any job starts. No problems means settings is not None.
+    """
     values = {k: v for k, v in raw.items() if not k.startswith(IGNORED_PREFIXES)}
     recipe_name = as_text(values.pop("recipe", DEFAULT_RECIPE))
     if recipe_name not in recipes:
-        raise ConfigError(f"unknown recipe {recipe_name!r}; allowed: {', '.join(sorted(recipes))}")
+        return None, [("recipe", f"unknown recipe {recipe_name!r}; allowed: {', '.join(sorted(recipes))}")]
     recipe = recipes[recipe_name]
     override_types = recipe.override_types()
     own: dict[str, Any] = {"distributed": recipe.distributed}
     overrides: dict[str, Any] = {}
+    problems: list[tuple[str, str]] = []
     for key in sorted(values):
-        if key.lower() in SECRET_KEYS:
-            raise ConfigError(
-                f"hyperparameter {key!r} looks like a token: never pass secrets as hyperparameters; "
-                "store the token in Secrets Manager and set HF_TOKEN_SECRET_ARN"
-            )
-        if key in MANAGED_KEYS:
-            raise ConfigError(f"hyperparameter {key!r} is set by the entrypoint and cannot be changed")
-        if key in ENTRYPOINT_KEYS:
-            own[key] = parse_value(key, values[key], ENTRYPOINT_KEYS[key])
-            _check_choice(key, own[key])
-        elif key in override_types:
-            overrides[key] = parse_value(key, values[key], override_types[key])
-            _check_choice(key, overrides[key])
-        else:
-            raise ConfigError(_unknown_key_message(key, recipe))
+        try:
+            if looks_like_secret(key, values[key]):
+                raise ConfigError(
+                    f"hyperparameter {key!r} looks like a token: never pass secrets as hyperparameters "
+                    "(tokens, keys, passwords); keep the token in Secrets Manager, set HF_TOKEN_SECRET_ARN"
+                )
+            if key in MANAGED_KEYS:
+                raise ConfigError(f"hyperparameter {key!r} is set by the entrypoint and cannot be changed")
+            if key in ENTRYPOINT_KEYS:
+                own[key] = parse_value(key, values[key], ENTRYPOINT_KEYS[key])
+                _check_choice(key, own[key])
+            elif key in override_types:
+                overrides[key] = parse_value(key, values[key], override_types[key])
+                _check_choice(key, overrides[key])
+            else:
+                raise ConfigError(_unknown_key_message(key, recipe))
+        except ConfigError as error:
+            problems.append((key, str(error)))
     if own.get("merge_adapter") and recipe.finetuning_type != "lora":
-        raise ConfigError(
-            f"merge_adapter=true needs a LoRA recipe; recipe {recipe.name!r} trains "
-            f"{recipe.finetuning_type!r} weights"
+        problems.append(
+            (
+                "merge_adapter",
+                f"merge_adapter=true needs a LoRA recipe; recipe {recipe.name!r} trains "
+                f"{recipe.finetuning_type!r} weights",
+            )
         )
-    return JobSettings(recipe=recipe, overrides=overrides, **own)
+    if problems:
+        return None, problems
+    return JobSettings(recipe=recipe, overrides=overrides, **own), []
+
+
+def parse_hyperparameters(raw: Mapping[str, Any], recipes: Mapping[str, Recipe]) -> JobSettings:
+    """Turn the job's string hyperparameters into typed settings, rejecting what is not allowed."""
+    settings, problems = check_hyperparameters(raw, recipes)
+    if problems:
+        raise ConfigError("; ".join(message for _, message in problems))
+    return settings
 
 
 @dataclass(frozen=True)
