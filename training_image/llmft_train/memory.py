@@ -4,7 +4,7 @@ A recipe opts in with `memory_tiers: <table>`; the job's `batch_sizing` hyperpar
 applies it, and a hyperparameter that sets one of the planned keys itself always wins for that key.
 
 The tiers are calibrated for 8B-class models (Llama-3-8B shape) on ONE GPU holding the whole model,
-from the H100 runs in `benchmarks/README.md` (packed 2048-token rows, liger, sdpa). Sharding
+from the H100 and H200 runs in `benchmarks/README.md` (packed 2048-token rows, liger, sdpa). Sharding
 (DeepSpeed ZeRO-3, FSDP) only lowers the per-GPU memory, so on several GPUs they stay on the safe side.
 Larger models need smaller settings: pass them as hyperparameters.
 
@@ -62,6 +62,9 @@ TIERS: dict[str, tuple[Tier, ...]] = {
         Tier(0.0, 1, True, "smallest setting; an 8B model in bf16 (15 GiB of weights) needs sharding here"),
     ),
     "qlora": (
+        # 80 GB and 141 GB cards: without checkpointing 4 x 2048 peaked 61.99 GiB and ran 1.42x as fast
+        # (H200: 11,355 vs 8,010 tok/s, the same losses within 0.02%; benchmarks/results/issue13_explore).
+        Tier(70.0, 4, False, "measured 61.99 GiB peak without checkpointing, 1.42x the checkpointed tok/s"),
         Tier(20.0, 4, True, "measured 10.63 GiB peak (4-bit base, checkpointing)"),
         Tier(0.0, 2, True, "measured 8.31 GiB peak"),
     ),
