@@ -1,7 +1,8 @@
 """The premises of the benchmark's patches (`bench_lora.apply_patches`), checked on the CPU in fp32.
 
-gpu_mask: with attention_mask=None, transformers rebuilds LLaMA-Factory's block-diagonal causal mask from the
-packed rows' position_ids, so every packed row sees exactly what it would see alone.
+gpu_mask and flex: with attention_mask=None, transformers rebuilds LLaMA-Factory's block-diagonal causal mask
+from the packed rows' position_ids (sdpa: a dense mask on the device; flex: a BlockMask that skips masked
+tiles), so every packed row sees exactly what it would see alone.
 no_input_cast: skipping PEFT's bf16 -> fp32 copy of an adapter's input under bf16 autocast changes no value.
 """
 
@@ -52,6 +53,16 @@ def test_position_ids_give_the_same_block_diagonal_mask_as_llamafactory(packed):
     host_mask = prepare_4d_attention_mask(segments, torch.float32)
     torch.testing.assert_close(logits(model, ids, host_mask, positions), alone)
     torch.testing.assert_close(logits(model, ids, None, positions), alone)  # the gpu_mask patch
+
+
+def test_flex_attention_builds_the_same_mask_from_position_ids(packed):
+    # The flex patch: a BlockMask from the packed rows' position_ids (forward only: no CPU flex backward).
+    model, ids, _, positions, alone = packed
+    model.set_attn_implementation("flex_attention")
+    try:
+        torch.testing.assert_close(logits(model, ids, None, positions), alone)
+    finally:
+        model.set_attn_implementation("sdpa")
 
 
 def test_a_plain_causal_mask_would_leak_across_rows(packed):
