@@ -75,6 +75,7 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
             network=network.network,
             store=data.store,
             component_prefix=prefix,
+            notifications=training_pipeline.pipeline.topic,
             env=env,
         )
     notebook = None

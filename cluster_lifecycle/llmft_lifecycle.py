@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Planning for the HyperPod lifecycle scripts: which role this node has, and the files it needs.
 
-Pure functions turn provisioning_parameters.json + resource_config.json into a node plan and the
-text of each configuration file; `main` is the thin command line that `on_create.sh` calls.
+Pure functions turn llmft_parameters.json (ours: the groups' roles, FSx, the image) and HyperPod's
+resource_config.json into a node plan and the text of each configuration file; `main` is the thin
+command line that `on_create.sh` calls. Slurm itself is configured by HyperPod from the cluster's API
+request (SlurmConfig per instance group), not from a provisioning_parameters.json.
 Standard library only: it runs on the node's system Python before anything is installed.
 """
 
@@ -68,7 +70,7 @@ def enroot_image_ref(image_uri: str) -> tuple[str, str, str]:
     match = ECR_URI.match(image_uri)
     if not match:
         raise PlanError(
-            f"provisioning_parameters.json: llmft_image_uri {image_uri!r} is not an ECR image URI "
+            f"llmft_parameters.json: llmft_image_uri {image_uri!r} is not an ECR image URI "
             "(ACCOUNT.dkr.ecr.REGION.amazonaws.com/REPOSITORY:TAG)"
         )
     return f"{match['registry']}#{match['rest']}", match["registry"], match["region"]
@@ -77,7 +79,7 @@ def enroot_image_ref(image_uri: str) -> tuple[str, str, str]:
 def _require(params: dict, name: str) -> str:
     value = params.get(name)
     if not isinstance(value, str) or not value:
-        raise PlanError(f"provisioning_parameters.json: {name!r} is missing or empty")
+        raise PlanError(f"llmft_parameters.json: {name!r} is missing or empty")
     return value
 
 
@@ -110,7 +112,7 @@ def plan_node(params: dict, resource_config: dict, address: str) -> NodePlan:
     else:
         raise PlanError(
             f"instance group {mine!r} is none of controller_group, login_group or worker_groups "
-            "in provisioning_parameters.json"
+            "in llmft_parameters.json"
         )
     controllers = group_addresses(resource_config, controller_group)
     if not controllers:
@@ -167,10 +169,57 @@ def pyxis_conf(plugin_path: str) -> str:
     return f"required {plugin_path} runtime_path=/run/pyxis container_scope=job sbatch_support=1\n"
 
 
-def slurmd_dropin(plan: NodePlan) -> str:
-    """Configless slurmd: it fetches slurm.conf from the controller HyperPod configured."""
-    servers = ",".join(plan.controller_addresses)
-    return f"[Service]\nEnvironment=SLURMD_OPTIONS=--conf-server={servers}\n"
+def _active_lines(text: str) -> list[str]:
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
+
+
+def plugstack_files(root: Path, plugstack: str) -> list[str]:
+    """plugstack.conf and every file its `include` lines name (globs), as paths on the node."""
+    found = [plugstack]
+    main_file = root / plugstack.lstrip("/")
+    if not main_file.is_file():
+        return found
+    for line in _active_lines(main_file.read_text()):
+        words = line.split()
+        if words[0].lower() == "include" and len(words) > 1:
+            pattern = words[1] if words[1].startswith("/") else f"{Path(plugstack).parent}/{words[1]}"
+            found += sorted("/" + str(p.relative_to(root)) for p in root.glob(pattern.lstrip("/")))
+    return found
+
+
+def pyxis_loaded_by(root: Path, plugstack: str, ours: str) -> str | None:
+    """The plugin stack file, other than ours, that already loads pyxis on this node (None: none does).
+
+    Images differ: some load pyxis already, and a second `required ... spank_pyxis.so` would load it twice.
+    """
+    for path in plugstack_files(root, plugstack):
+        node_file = root / path.lstrip("/")
+        if path == ours or not node_file.is_file():
+            continue
+        for line in _active_lines(node_file.read_text()):
+            words = line.split()
+            if (
+                words[0] in ("required", "optional")
+                and len(words) > 1
+                and words[1].endswith("spank_pyxis.so")
+            ):
+                return path
+    return None
+
+
+def docker_daemon_json(existing: str | None, data_root: str) -> str:
+    """Docker's daemon.json with our data-root, every other setting the image has kept."""
+    settings = {}
+    if existing is not None and existing.strip():
+        try:
+            settings = json.loads(existing)
+        except json.JSONDecodeError as err:
+            raise PlanError(
+                f"/etc/docker/daemon.json is not valid JSON: {err.msg} at line {err.lineno}"
+            ) from None
+        if not isinstance(settings, dict):
+            raise PlanError("/etc/docker/daemon.json is not a JSON object")
+    return json.dumps({**settings, "data-root": data_root}, indent=2, sort_keys=True) + "\n"
 
 
 def cluster_env(plan: NodePlan) -> str:
@@ -211,13 +260,40 @@ RENDERERS = {
     "enroot-conf": lambda plan, args: enroot_conf(args.local_dir, plan.mount_point),
     "enroot-credentials": lambda plan, args: enroot_credentials(plan),
     "pyxis-conf": lambda plan, args: pyxis_conf(args.plugin),
-    "slurmd-dropin": lambda plan, args: slurmd_dropin(plan),
     "cluster-env": lambda plan, args: cluster_env(plan),
     "logrotate": lambda plan, args: logrotate_conf(args.log_dir),
 }
 
 
+def _node_file_commands(argv: list[str]) -> int:
+    """Commands about this node's own files, which need no plan: pyxis-loaded, docker-daemon-json."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("what", choices=["pyxis-loaded", "docker-daemon-json"])
+    parser.add_argument("--root", type=Path, default=Path("/"))
+    parser.add_argument("--plugstack", default="/opt/slurm/etc/plugstack.conf")
+    parser.add_argument("--ours", default="/opt/slurm/etc/plugstack.conf.d/pyxis.conf")
+    parser.add_argument("--existing", type=Path, default=None)
+    parser.add_argument("--data-root", default="/opt/sagemaker/docker")
+    args = parser.parse_args(argv)
+    if args.what == "pyxis-loaded":
+        loaded_by = pyxis_loaded_by(args.root, args.plugstack, args.ours)
+        if loaded_by is None:
+            return 1
+        print(loaded_by)
+        return 0
+    existing = args.existing.read_text() if args.existing and args.existing.is_file() else None
+    try:
+        sys.stdout.write(docker_daemon_json(existing, args.data_root))
+    except PlanError as err:
+        print(f"llmft lifecycle: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("pyxis-loaded", "docker-daemon-json"):
+        return _node_file_commands(argv)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("what", choices=["plan", *RENDERERS])
     parser.add_argument("--params", type=Path, required=True)

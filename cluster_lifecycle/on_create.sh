@@ -15,15 +15,16 @@ ROOT="${LLMFT_ROOT:-}"
 PYTHON="${LLMFT_PYTHON:-python3}"
 LOG_DIR="${ROOT}/var/log/llmft"
 STATE_DIR="${ROOT}/etc/llmft"
-PARAMS="${HERE}/provisioning_parameters.json"
+# Ours, not HyperPod's: Slurm is configured by HyperPod from the cluster's API request (SlurmConfig).
+PARAMS="${HERE}/llmft_parameters.json"
 RESOURCE_CONFIG="${SAGEMAKER_RESOURCE_CONFIG_PATH:-${ROOT}/opt/ml/config/resource_config.json}"
 SLURM_ETC="${ROOT}/opt/slurm/etc"
-SYSTEMD_DIR="${ROOT}/etc/systemd/system"
 # HyperPod mounts the instance group's extra EBS volume here: local scratch for containers.
 LOCAL_DIR="${ROOT}/opt/sagemaker"
 CLUSTER_USERS="${LLMFT_USERS:-ubuntu}"
 MOUNT_ATTEMPTS="${LLMFT_MOUNT_ATTEMPTS:-10}"
 SLURM_CONF_ATTEMPTS="${LLMFT_SLURM_CONF_ATTEMPTS:-60}"
+SLURMCTLD_ATTEMPTS="${LLMFT_SLURMCTLD_ATTEMPTS:-30}"
 RETRY_SECONDS="${LLMFT_RETRY_SECONDS:-10}"
 PYXIS_PLUGIN_CANDIDATES=(
   "${ROOT}/usr/local/lib/slurm/spank_pyxis.so"
@@ -82,6 +83,12 @@ step_plan() {
 
 step_mount_fsx() {
   local target="${ROOT}${FSX_MOUNT_POINT}" attempt
+  # HyperPod mounts the file system itself (FsxLustreConfig of the instance group); this step waits
+  # for nothing more and only mounts it where that did not happen.
+  if mountpoint -q "${target}"; then
+    echo "FSx for Lustre is already mounted at ${FSX_MOUNT_POINT}"
+    return 0
+  fi
   modprobe lustre
   mkdir -p "${target}"
   local line
@@ -130,7 +137,11 @@ step_docker() {
     apt-get install -y -o DPkg::Lock::Timeout=120 docker.io
   fi
   mkdir -p "${LOCAL_DIR}/docker"
-  if write_if_changed "${ROOT}/etc/docker/daemon.json" "{\"data-root\": \"${LOCAL_DIR#"${ROOT}"}/docker\"}"; then
+  # Merged, not replaced: the image's own settings (runtimes, log options) stay.
+  local merged
+  merged="$("${PYTHON}" "${HERE}/llmft_lifecycle.py" docker-daemon-json \
+    --existing "${ROOT}/etc/docker/daemon.json" --data-root "${LOCAL_DIR#"${ROOT}"}/docker")"
+  if write_if_changed "${ROOT}/etc/docker/daemon.json" "${merged}"; then
     systemctl restart docker
   fi
   systemctl enable --now docker
@@ -162,11 +173,6 @@ step_enroot_pyxis() {
     fi
     apt-get install -y -o DPkg::Lock::Timeout=120 "${debs[@]}"
   fi
-  local plugin
-  if ! plugin="$(pyxis_plugin)"; then
-    echo "pyxis (spank_pyxis.so) is not on this AMI; looked in: ${PYXIS_PLUGIN_CANDIDATES[*]}"
-    return 1
-  fi
   local scratch="${LOCAL_DIR#"${ROOT}"}"
   write_if_changed "${ROOT}/etc/enroot/enroot.conf" "$(render enroot-conf --local-dir "${scratch}")" || true
   write_if_changed "${ROOT}/etc/enroot/llmft/.credentials" "$(render enroot-credentials)" || true
@@ -174,7 +180,24 @@ step_enroot_pyxis() {
     "${ROOT}${FSX_MOUNT_POINT}/llmft/enroot-cache"
   chmod 1777 "${LOCAL_DIR}/enroot/runtime" "${LOCAL_DIR}/enroot/data" "${LOCAL_DIR}/enroot/tmp" \
     "${ROOT}${FSX_MOUNT_POINT}/llmft/enroot-cache"
-  write_if_changed "${SLURM_ETC}/plugstack.conf.d/pyxis.conf" "$(render pyxis-conf --plugin "${plugin}")" || true
+  configure_pyxis
+}
+
+# Every node reads its own plugin stack (srun on login nodes, slurmd on workers, slurmctld): each one
+# gets pyxis exactly once, whether or not its image already loads it.
+configure_pyxis() {
+  local ours="${SLURM_ETC}/plugstack.conf.d/pyxis.conf" loaded_by plugin
+  if loaded_by="$("${PYTHON}" "${HERE}/llmft_lifecycle.py" pyxis-loaded --root "${ROOT:-/}" \
+    --plugstack "${SLURM_ETC#"${ROOT}"}/plugstack.conf" --ours "${ours#"${ROOT}"}")"; then
+    echo "pyxis is already loaded by ${loaded_by}; this node's plugin stack is left as the image has it"
+    rm -f "${ours}"
+    return 0
+  fi
+  if ! plugin="$(pyxis_plugin)"; then
+    echo "pyxis (spank_pyxis.so) is not on this AMI; looked in: ${PYXIS_PLUGIN_CANDIDATES[*]}"
+    return 1
+  fi
+  write_if_changed "${ours}" "$(render pyxis-conf --plugin "${plugin}")" || true
   local include="include ${SLURM_ETC#"${ROOT}"}/plugstack.conf.d/*.conf"
   if ! grep -qxF "${include}" "${SLURM_ETC}/plugstack.conf" 2>/dev/null; then
     printf '%s\n' "${include}" >>"${SLURM_ETC}/plugstack.conf"
@@ -182,7 +205,7 @@ step_enroot_pyxis() {
 }
 
 wait_for_slurm_conf() {
-  # HyperPod's agent writes slurm.conf from provisioning_parameters.json; the controller needs it.
+  # HyperPod writes slurm.conf from the cluster's SlurmConfig; the controller needs it first.
   local attempt first="${CONTROLLER_ADDRESSES%%,*}"
   for ((attempt = 1; attempt <= SLURM_CONF_ATTEMPTS; attempt++)); do
     if grep -qs "${first}" "${SLURM_ETC}/slurm.conf"; then
@@ -194,19 +217,38 @@ wait_for_slurm_conf() {
   return 1
 }
 
+# slurmctld takes a moment to answer after a restart: ask again, for a bounded time.
+wait_for_slurmctld() {
+  local attempt
+  for ((attempt = 1; attempt <= SLURMCTLD_ATTEMPTS; attempt++)); do
+    if scontrol ping; then
+      return 0
+    fi
+    echo "slurmctld not answering yet (attempt ${attempt}/${SLURMCTLD_ATTEMPTS})"
+    sleep "${RETRY_SECONDS}"
+  done
+  echo "slurmctld did not answer scontrol ping after ${SLURMCTLD_ATTEMPTS} attempts"
+  return 1
+}
+
 step_slurm() {
-  if [[ ${NODE_ROLE} == controller ]]; then
-    wait_for_slurm_conf
-    systemctl enable slurmctld
-    systemctl restart slurmctld
-    scontrol ping
-  else
-    write_if_changed "${SYSTEMD_DIR}/slurmd.service.d/llmft.conf" "$(render slurmd-dropin)" || true
-    systemctl daemon-reload
-    systemctl enable slurmd
-    # A restart, not a start: slurmd must load the pyxis plugin configured above.
-    systemctl restart slurmd
-  fi
+  case ${NODE_ROLE} in
+    controller)
+      wait_for_slurm_conf
+      systemctl enable slurmctld
+      systemctl restart slurmctld
+      wait_for_slurmctld
+      ;;
+    worker)
+      systemctl enable slurmd
+      # A restart, not a start: slurmd must load the plugin stack configured above.
+      systemctl restart slurmd
+      ;;
+    *)
+      # Login nodes run no Slurm daemon; srun reads the plugin stack when a user runs it.
+      echo "no Slurm daemon on a ${NODE_ROLE} node"
+      ;;
+  esac
 }
 
 step_shared_files() {

@@ -9,6 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from cdk_nag import NagPackSuppression, NagSuppressions
@@ -20,6 +21,17 @@ from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack, logica
 PLANNER_SOURCE = Path(__file__).resolve().parent.parent / "inference"
 MANIFEST_PATTERN = "adapters/*/manifest.json"
 POLL_SECONDS = 30
+# Retry names, each one an error its call raises. The aws-sdk integration names an error
+# `<Service>.<Shape>Exception` when the service model lists it (botocore: CreateInferenceComponent's and
+# UpdateInferenceComponent's ResourceLimitExceeded), and `<Service>.<Service>Exception` for the rest, such as
+# throttling and S3's SlowDown (the naming Step Functions uses and LocalStack's and moto's interpreters
+# reproduce: state_task_service_aws_sdk.py).
+S3_ERRORS = ["S3.S3Exception"]
+SAGEMAKER_ERRORS = ["SageMaker.SageMakerException"]
+SAGEMAKER_QUOTA = ["SageMaker.ResourceLimitExceededException"]
+# What DescribeInferenceComponent answers for a component that does not exist yet.
+NOT_FOUND = "*Could not find*"
+RERUN = "python -m inference.register <adapter_name>"
 
 
 class AdapterRegistration(Construct):
@@ -33,9 +45,11 @@ class AdapterRegistration(Construct):
         data_bucket: s3.IBucket,
         key: kms.IKey,
         endpoint_name: str,
+        endpoint_arn: str,
         base_component_name: str,
         served_model: str,
         component_prefix: str,
+        notifications: sns.ITopic,
         log_retention_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -71,7 +85,6 @@ class AdapterRegistration(Construct):
         component_arn = stack.format_arn(
             service="sagemaker", resource="inference-component", resource_name=f"{component_prefix.lower()}-*"
         )
-        endpoint_arn = stack.format_arn(service="sagemaker", resource="endpoint", resource_name=endpoint_name)
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
@@ -85,6 +98,7 @@ class AdapterRegistration(Construct):
                     component_prefix=component_prefix,
                     component_arn=component_arn,
                     endpoint_arn=endpoint_arn,
+                    notifications=notifications,
                 )
             ),
             logs=sfn.LogOptions(
@@ -99,6 +113,9 @@ class AdapterRegistration(Construct):
             timeout=Duration.hours(1),
             comment="Registers a trained LoRA adapter on the LMI endpoint from its manifest",
         )
+
+        # The topic is encrypted with the project key: publishing needs its data-key actions too.
+        notifications.grant_publish(self.state_machine)
 
         self.rule = events.Rule(
             self,
@@ -127,21 +144,61 @@ class AdapterRegistration(Construct):
         component_prefix: str,
         component_arn: str,
         endpoint_arn: str,
+        notifications: sns.ITopic,
     ) -> sfn.IChainable:
-        read_manifest = tasks.CallAwsService(
+        failed = sfn.Fail(
+            self, "RegistrationFailed", error_path="$.failure.error", cause_path="$.failure.cause"
+        )
+        notify = tasks.SnsPublish(
             self,
-            "ReadManifest",
-            service="s3",
-            action="getObject",
-            iam_action="s3:GetObject",
-            iam_resources=[data_bucket.arn_for_objects(MANIFEST_PATTERN)],
-            additional_iam_statements=[iam.PolicyStatement(actions=["kms:Decrypt"], resources=[key.key_arn])],
+            "NotifyFailure",
+            topic=notifications,
+            subject="LLM fine-tuning: adapter not registered",
+            message=sfn.TaskInput.from_json_path_at("States.JsonToString($.failure)"),
+            result_path=sfn.JsonPath.DISCARD,
+        )
+        # States.TaskFailed: any error of the publish; a notification is safe to send again.
+        notify.add_retry(errors=["States.TaskFailed"], interval=Duration.seconds(10), max_attempts=3)
+        notify.add_catch(failed, errors=["States.ALL"], result_path=sfn.JsonPath.DISCARD)
+        notify.next(failed)
+        report = sfn.Pass(
+            self,
+            "FailureReport",
+            comment="The adapter, what failed and why, and how to register it again",
             parameters={
-                "Bucket.$": "$.detail.bucket.name",
-                "Key.$": "$.detail.object.key",
+                "manifest.$": "States.Format('s3://{}/{}', $.detail.bucket.name, $.detail.object.key)",
+                "error.$": "$.error.Error",
+                "cause.$": "$.error.Cause",
+                "register_again": RERUN,
+                "execution_arn.$": "$$.Execution.Id",
             },
-            result_selector={"manifest.$": "States.StringToJson($.Body)"},
-            result_path="$.read",
+            result_path="$.failure",
+        ).next(notify)
+
+        def guarded(task: sfn.TaskStateBase, errors: list[str]) -> sfn.TaskStateBase:
+            task.add_retry(errors=errors, interval=Duration.seconds(5), max_attempts=4, backoff_rate=2.0)
+            task.add_catch(report, errors=["States.ALL"], result_path="$.error")
+            return task
+
+        read_manifest = guarded(
+            tasks.CallAwsService(
+                self,
+                "ReadManifest",
+                service="s3",
+                action="getObject",
+                iam_action="s3:GetObject",
+                iam_resources=[data_bucket.arn_for_objects(MANIFEST_PATTERN)],
+                additional_iam_statements=[
+                    iam.PolicyStatement(actions=["kms:Decrypt"], resources=[key.key_arn])
+                ],
+                parameters={
+                    "Bucket.$": "$.detail.bucket.name",
+                    "Key.$": "$.detail.object.key",
+                },
+                result_selector={"manifest.$": "States.StringToJson($.Body)"},
+                result_path="$.read",
+            ),
+            S3_ERRORS,
         )
         plan = tasks.LambdaInvoke(
             self,
@@ -157,29 +214,37 @@ class AdapterRegistration(Construct):
                 }
             ),
             payload_response_only=True,
+            # Lambda's transient errors (aws-cdk-lib's list, from Step Functions' Lambda best practices).
             retry_on_service_exceptions=True,
             result_path="$.plan",
         )
-        release = tasks.CallAwsService(
-            self,
-            "ReleaseAdapter",
-            comment="Copy the training output under adapters/, the only adapter prefix the endpoint reads",
-            service="s3",
-            action="copyObject",
-            iam_action="s3:GetObject",
-            iam_resources=[data_bucket.arn_for_objects("training/*")],
-            additional_iam_statements=[
-                iam.PolicyStatement(
-                    actions=["s3:PutObject"], resources=[data_bucket.arn_for_objects("adapters/*")]
-                ),
-                iam.PolicyStatement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[key.key_arn]),
-            ],
-            parameters={
-                "Bucket.$": "$.detail.bucket.name",
-                "CopySource.$": "$.plan.copy_source",
-                "Key.$": "$.plan.artifact_key",
-            },
-            result_path=sfn.JsonPath.DISCARD,
+        # ManifestError (the planner's) and anything else: reported with the adapter, not retried.
+        plan.add_catch(report, errors=["States.ALL"], result_path="$.error")
+        release = guarded(
+            tasks.CallAwsService(
+                self,
+                "ReleaseAdapter",
+                comment="Copy the training output under adapters/, the one adapter prefix the endpoint reads",
+                service="s3",
+                action="copyObject",
+                iam_action="s3:GetObject",
+                iam_resources=[data_bucket.arn_for_objects("training/*")],
+                additional_iam_statements=[
+                    iam.PolicyStatement(
+                        actions=["s3:PutObject"], resources=[data_bucket.arn_for_objects("adapters/*")]
+                    ),
+                    iam.PolicyStatement(
+                        actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[key.key_arn]
+                    ),
+                ],
+                parameters={
+                    "Bucket.$": "$.detail.bucket.name",
+                    "CopySource.$": "$.plan.copy_source",
+                    "Key.$": "$.plan.artifact_key",
+                },
+                result_path=sfn.JsonPath.DISCARD,
+            ),
+            S3_ERRORS,
         )
         find_existing = tasks.CallAwsService(
             self,
@@ -191,68 +256,82 @@ class AdapterRegistration(Construct):
             result_selector={"status.$": "$.InferenceComponentStatus"},
             result_path="$.existing",
         )
+        find_existing.add_retry(
+            errors=SAGEMAKER_ERRORS, interval=Duration.seconds(5), max_attempts=2, backoff_rate=2.0
+        )
         adapter_spec = {
             "BaseInferenceComponentName": base_component_name,
             "Container": {"ArtifactUrl.$": "$.plan.artifact_url"},
         }
-        create = tasks.CallAwsService(
-            self,
-            "CreateAdapterComponent",
-            service="sagemaker",
-            action="createInferenceComponent",
-            iam_resources=[component_arn, endpoint_arn],
-            parameters={
-                "InferenceComponentName.$": "$.plan.component_name",
-                "EndpointName": endpoint_name,
-                "Specification": adapter_spec,
-            },
-            result_path=sfn.JsonPath.DISCARD,
+        create = guarded(
+            tasks.CallAwsService(
+                self,
+                "CreateAdapterComponent",
+                service="sagemaker",
+                action="createInferenceComponent",
+                iam_resources=[component_arn, endpoint_arn],
+                parameters={
+                    "InferenceComponentName.$": "$.plan.component_name",
+                    "EndpointName": endpoint_name,
+                    "Specification": adapter_spec,
+                },
+                result_path=sfn.JsonPath.DISCARD,
+            ),
+            SAGEMAKER_ERRORS + SAGEMAKER_QUOTA,
         )
-        update = tasks.CallAwsService(
-            self,
-            "UpdateAdapterComponent",
-            comment="A new training run of a registered adapter: point its component at the new artifact",
-            service="sagemaker",
-            action="updateInferenceComponent",
-            iam_resources=[component_arn],
-            parameters={"InferenceComponentName.$": "$.plan.component_name", "Specification": adapter_spec},
-            result_path=sfn.JsonPath.DISCARD,
+        update = guarded(
+            tasks.CallAwsService(
+                self,
+                "UpdateAdapterComponent",
+                comment="A new training run of a registered adapter: point its component at the new artifact",
+                service="sagemaker",
+                action="updateInferenceComponent",
+                iam_resources=[component_arn],
+                parameters={
+                    "InferenceComponentName.$": "$.plan.component_name",
+                    "Specification": adapter_spec,
+                },
+                result_path=sfn.JsonPath.DISCARD,
+            ),
+            SAGEMAKER_ERRORS + SAGEMAKER_QUOTA,
         )
         wait = sfn.Wait(self, "WaitForComponent", time=sfn.WaitTime.duration(Duration.seconds(POLL_SECONDS)))
-        check = tasks.CallAwsService(
-            self,
-            "CheckComponent",
-            service="sagemaker",
-            action="describeInferenceComponent",
-            iam_resources=[component_arn],
-            parameters={"InferenceComponentName.$": "$.plan.component_name"},
-            result_selector={
-                "status.$": "$.InferenceComponentStatus",
-                "reason.$": "States.JsonToString($)",
-            },
-            result_path="$.component",
+        check = guarded(
+            tasks.CallAwsService(
+                self,
+                "CheckComponent",
+                service="sagemaker",
+                action="describeInferenceComponent",
+                iam_resources=[component_arn],
+                parameters={"InferenceComponentName.$": "$.plan.component_name"},
+                result_selector={
+                    "status.$": "$.InferenceComponentStatus",
+                    "reason.$": "States.JsonToString($)",
+                },
+                result_path="$.component",
+            ),
+            SAGEMAKER_ERRORS,
         )
-        invalid = sfn.Fail(
+        component_failed = sfn.Pass(
             self,
-            "InvalidManifest",
-            error="InvalidManifest",
-            cause_path="$.error.Cause",
-        )
-        failed = sfn.Fail(
-            self,
-            "RegistrationFailed",
-            error="AdapterComponentFailed",
-            cause_path="$.component.reason",
-        )
+            "ComponentFailed",
+            parameters={"Error": "AdapterComponentFailed", "Cause.$": "$.component.reason"},
+            result_path="$.error",
+        ).next(report)
         done = sfn.Succeed(self, "AdapterInService", comment="The adapter answers through its component")
 
-        # The planner raises ManifestError with a message naming the field at fault.
-        plan.add_catch(invalid, errors=["ManifestError"], result_path="$.error")
-        find_existing.add_catch(create, errors=["States.TaskFailed"], result_path=sfn.JsonPath.DISCARD)
+        # A component not found is new: create it; any other failure to look it up is reported.
+        find_existing.add_catch(
+            sfn.Choice(self, "ComponentExists")
+            .when(sfn.Condition.string_matches("$.error.Cause", NOT_FOUND), create)
+            .otherwise(report),
+            errors=["States.ALL"],
+            result_path="$.error",
+        )
         poll = wait.next(check).next(
             sfn.Choice(self, "ComponentStatus")
             .when(sfn.Condition.string_equals("$.component.status", "InService"), done)
-            .when(sfn.Condition.string_equals("$.component.status", "Failed"), failed)
+            .when(sfn.Condition.string_equals("$.component.status", "Failed"), component_failed)
             .otherwise(wait)
         )
         create.next(poll)
@@ -307,6 +386,12 @@ class AdapterRegistration(Construct):
                     reason="X-Ray trace segments and the CloudWatch Logs delivery APIs the state machine "
                     "logs through support no resource-level permissions.",
                     applies_to=["Resource::*"],
+                ),
+                NagPackSuppression(
+                    id="AwsSolutions-IAM5",
+                    reason="A failed registration is notified on the project's topic, which the project key "
+                    "encrypts: publishing needs the key's data-key actions (GenerateDataKey*) on that key.",
+                    applies_to=["Action::kms:GenerateDataKey*"],
                 ),
             ],
         )

@@ -50,14 +50,16 @@ def associations(config: FsxConfig) -> list[Association]:
     ]
 
 
-def provisioning_parameters(
+# Our lifecycle scripts' own settings. Not provisioning_parameters.json: that file is HyperPod's legacy
+# Slurm configuration, and this cluster uses the API-driven one (SlurmConfig per instance group).
+LIFECYCLE_PARAMETERS = "llmft_parameters.json"
+
+
+def lifecycle_parameters(
     config: HyperPodConfig, *, fsx_dns_name: str, fsx_mount_name: str, image_uri: str
 ) -> dict:
-    """provisioning_parameters.json: read by HyperPod's Slurm setup (groups, partitions) and by
-    our lifecycle scripts (FSx, image); the llmft_* keys are ours."""
+    """llmft_parameters.json: which group holds which node role, the file system and the image."""
     params = {
-        "version": "1.0.0",
-        "workload_manager": "slurm",
         "controller_group": config.controller.name,
         "worker_groups": [
             {"instance_group_name": group.name, "partition_name": group.partition} for group in config.workers
@@ -170,6 +172,12 @@ class HyperPodCluster(Construct):
                 data_compression_type="LZ4",
             ),
         )
+        # FSx checks its security group's Lustre rules when it creates the file system: every rule that
+        # reaches it (its own group's, and the nodes' rules naming it) exists first.
+        for group in (self.file_system_security_group, self.node_security_group):
+            for child in group.node.children:
+                if isinstance(child, (ec2.CfnSecurityGroupIngress, ec2.CfnSecurityGroupEgress)):
+                    self.file_system.node.add_dependency(child)
         self.file_system.apply_removal_policy(
             RemovalPolicy.RETAIN if config.fsx.on_delete == "retain" else RemovalPolicy.DESTROY
         )
@@ -240,7 +248,7 @@ class HyperPodCluster(Construct):
         )
         key.grant(self.role, "kms:DescribeKey")
 
-        parameters = provisioning_parameters(
+        parameters = lifecycle_parameters(
             config,
             fsx_dns_name=self.fsx_dns_name,
             fsx_mount_name=self.fsx_mount_name,
@@ -251,7 +259,7 @@ class HyperPodCluster(Construct):
             "LifecycleScripts",
             sources=[
                 s3deploy.Source.asset(str(LIFECYCLE_DIR), exclude=["__pycache__", "*.pyc"]),
-                s3deploy.Source.json_data("provisioning_parameters.json", parameters),
+                s3deploy.Source.json_data(LIFECYCLE_PARAMETERS, parameters),
             ],
             destination_bucket=data_bucket,
             destination_key_prefix=LIFECYCLE_PREFIX,
@@ -261,17 +269,24 @@ class HyperPodCluster(Construct):
         )
         self.lifecycle_uri = data_bucket.s3_url_for_object(LIFECYCLE_PREFIX)
 
-        groups = [
-            self._group(g, threads_per_core=None, key=key) for g in (config.controller, config.login) if g
+        groups = [self._group(config.controller, node_type="Controller", threads_per_core=None, key=key)]
+        if config.login:
+            groups.append(self._group(config.login, node_type="Login", threads_per_core=None, key=key))
+        groups += [
+            self._group(g, node_type="Compute", threads_per_core=1, key=key, partition=g.partition)
+            for g in config.workers
         ]
-        groups += [self._group(g, threads_per_core=1, key=key) for g in config.workers]
         self.cluster = sagemaker.CfnCluster(
             self,
             "Cluster",
             instance_groups=groups,
             node_recovery="Automatic",
+            # HyperPod's API-driven Slurm configuration (its recommended model): node types and partitions
+            # per instance group; HyperPod owns slurm.conf ("Managed": no drift, no manual edits).
             orchestrator=sagemaker.CfnCluster.OrchestratorProperty(
-                slurm=sagemaker.CfnCluster.ClusterOrchestratorSlurmConfigProperty()
+                slurm=sagemaker.CfnCluster.ClusterOrchestratorSlurmConfigProperty(
+                    slurm_config_strategy="Managed"
+                )
             ),
             vpc_config=sagemaker.CfnCluster.VpcConfigProperty(
                 security_group_ids=[self.node_security_group.security_group_id],
@@ -286,7 +301,13 @@ class HyperPodCluster(Construct):
         self._suppress(Stack.of(self), config, data_bucket)
 
     def _group(
-        self, group: InstanceGroupConfig, *, threads_per_core: int | None, key: kms.IKey
+        self,
+        group: InstanceGroupConfig,
+        *,
+        node_type: str,
+        threads_per_core: int | None,
+        key: kms.IKey,
+        partition: str | None = None,
     ) -> sagemaker.CfnCluster.ClusterInstanceGroupProperty:
         return sagemaker.CfnCluster.ClusterInstanceGroupProperty(
             instance_group_name=group.name,
@@ -294,6 +315,10 @@ class HyperPodCluster(Construct):
             instance_count=group.count,
             execution_role=self.role.role_arn,
             threads_per_core=threads_per_core,
+            # Partitions only for Compute groups, one each (HyperPod's rule for SlurmConfig).
+            slurm_config=sagemaker.CfnCluster.ClusterSlurmConfigProperty(
+                node_type=node_type, partition_names=[partition] if partition else None
+            ),
             life_cycle_config=sagemaker.CfnCluster.ClusterLifeCycleConfigProperty(
                 source_s3_uri=self.lifecycle_uri, on_create=ON_CREATE
             ),
@@ -302,7 +327,13 @@ class HyperPodCluster(Construct):
                     ebs_volume_config=sagemaker.CfnCluster.ClusterEbsVolumeConfigProperty(
                         volume_size_in_gb=group.ebs_volume_gib, volume_kms_key_id=key.key_arn
                     )
-                )
+                ),
+                # HyperPod mounts the file system on every node before the lifecycle scripts run.
+                sagemaker.CfnCluster.ClusterInstanceStorageConfigProperty(
+                    fsx_lustre_config=sagemaker.CfnCluster.ClusterFsxLustreConfigProperty(
+                        dns_name=self.fsx_dns_name, mount_name=self.fsx_mount_name, mount_path=MOUNT_POINT
+                    )
+                ),
             ],
         )
 

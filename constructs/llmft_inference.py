@@ -1,6 +1,6 @@
 """The LMI endpoint: a base-model inference component that LoRA adapter components attach to."""
 
-from aws_cdk import ArnFormat, Aws, CfnMapping, Duration, Fn, Stack, Token
+from aws_cdk import ArnFormat, Aws, CfnMapping, Duration, Stack, Token
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -13,6 +13,7 @@ from cdk_nag import NagPackSuppression, NagSuppressions
 from constructs import Construct
 from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack
 from inference.lmi import lmi_environment, lmi_images, model_source
+from inference.names import base_component_name
 from project_config.inference import InferenceConfig
 from project_config.instance_types import has_instance_storage
 
@@ -66,6 +67,7 @@ class LmiEndpoint(Construct):
         security_group: ec2.ISecurityGroup,
         key: kms.IKey,
         data_bucket: s3.IBucket,
+        component_prefix: str,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
@@ -134,9 +136,12 @@ class LmiEndpoint(Construct):
             self, "Endpoint", endpoint_config_name=self.endpoint_config.attr_endpoint_config_name
         )
 
+        # The exact name (see base_component_name): scaling, metrics and adapter components refer to it.
+        self.base_component_name = base_component_name(component_prefix)
         self.base_component = sagemaker.CfnInferenceComponent(
             self,
             "BaseComponent",
+            inference_component_name=self.base_component_name,
             endpoint_name=self.endpoint.attr_endpoint_name,
             variant_name=VARIANT_NAME,
             specification=sagemaker.CfnInferenceComponent.InferenceComponentSpecificationProperty(
@@ -154,10 +159,6 @@ class LmiEndpoint(Construct):
             runtime_config=sagemaker.CfnInferenceComponent.InferenceComponentRuntimeConfigProperty(
                 copy_count=max(config.min_copies, 1)
             ),
-        )
-        # The resource returns only its ARN: ...:inference-component/<generated name>.
-        self.base_component_name = Fn.select(
-            1, Fn.split("/", self.base_component.attr_inference_component_arn)
         )
         self._autoscale(config)
 

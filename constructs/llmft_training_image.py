@@ -55,9 +55,9 @@ BUILD_SPEC = {
         },
         "build": {
             "commands": [
-                # The Dockerfile's base: pytorch-training from the DLC registry of this region.
-                'docker build --build-arg BASE_REGISTRY_ACCOUNT="$DLC_ACCOUNT"'
-                ' --build-arg BASE_REGION="$AWS_REGION" --tag "$REPOSITORY_URI:$IMAGE_TAG" .',
+                # The Dockerfile's base: pytorch-training from the DLC registry of this region, its
+                # host in the partition's domain (amazonaws.com, amazonaws.com.cn, ...).
+                'docker build --build-arg BASE_REGISTRY="$DLC_REGISTRY" --tag "$REPOSITORY_URI:$IMAGE_TAG" .',
                 # Pushed in the build phase: post_build would also run after a failed build.
                 'docker push "$REPOSITORY_URI:$IMAGE_TAG"',
             ]
@@ -121,7 +121,6 @@ class TrainingImageBuild(Construct):
                     "REPOSITORY_URI": codebuild.BuildEnvironmentVariable(
                         value=self.repository.repository_uri
                     ),
-                    "DLC_ACCOUNT": codebuild.BuildEnvironmentVariable(value=config.dlc_registry_account),
                     "DLC_REGISTRY": codebuild.BuildEnvironmentVariable(value=dlc_registry),
                     "IMAGE_TAG": codebuild.BuildEnvironmentVariable(value=self.image_tag),
                 },

@@ -10,6 +10,7 @@ import json
 
 from aws_cdk import ArnFormat, Aws, Duration, Stack
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_secretsmanager as secretsmanager
 from aws_cdk import aws_sns as sns
@@ -180,7 +181,7 @@ class TrainingPipeline(Construct):
         handler: str,
         environment: dict[str, str],
         description: str,
-        key,
+        key: kms.IKey,
         retention_days: int,
     ) -> lambda_.Function:
         logs = encrypted_log_group(self, f"{name}Logs", key=key, retention_days=retention_days)

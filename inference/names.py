@@ -28,3 +28,13 @@ def component_name(prefix: str, adapter_name: str) -> str:
     suffix = _digest(f"{prefix}/{adapter_name}")
     head = cleaned[: COMPONENT_NAME_MAX - _HASH_CHARS - 1].rstrip("-")
     return f"{head}-{suffix}" if head else suffix
+
+
+def base_component_name(prefix: str) -> str:
+    """The base model's inference component: `<prefix>--base`, lower case.
+
+    Named, not generated: SageMaker writes names in lower case in ARNs, while the scaling target, the
+    metric dimension and the adapters' BaseInferenceComponentName need the exact name. A double hyphen
+    never comes out of `component_name`, so no adapter can take it.
+    """
+    return f"{_INVALID_RUN.sub('-', prefix.lower()).strip('-')}--base"

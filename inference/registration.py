@@ -53,10 +53,16 @@ def plan_registration(
         raise ManifestError(
             f"s3://{bucket}/{key}: adapter_name {adapter!r} differs from its folder {match['adapter']!r}"
         )
-    if manifest.get("recipe") in FULL_MODEL_RECIPES:
+    if manifest.get("recipe") in FULL_MODEL_RECIPES or manifest.get("weights") == "full":
         raise ManifestError(
-            f"s3://{bucket}/{key}: recipe {manifest['recipe']!r} trains a full model, not a LoRA adapter; "
-            "serve it as a model of its own"
+            f"s3://{bucket}/{key}: recipe {manifest.get('recipe')!r} trains a full model, not a LoRA "
+            "adapter; serve it as a model of its own"
+        )
+    if manifest.get("weights", "adapter") != "adapter":
+        raise ManifestError(
+            f"s3://{bucket}/{key}: the archive holds {manifest['weights']!r} weights (merge_adapter=true); "
+            "publish the adapter alone: python -m inference.publish <model folder> --name <new name>, "
+            "which leaves merged/ out"
         )
     job = manifest["training_job_name"]
     if not TRAINING_JOB_NAME.fullmatch(job):

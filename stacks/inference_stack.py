@@ -3,6 +3,7 @@
 from typing import Any
 
 from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_sns as sns
 
 from constructs import Construct
 from constructs.llmft_adapter_registration import AdapterRegistration
@@ -22,6 +23,7 @@ class InferenceStack(Stack):
         network: TrainingNetwork,
         store: DataStore,
         component_prefix: str,
+        notifications: sns.ITopic,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
@@ -34,6 +36,7 @@ class InferenceStack(Stack):
             security_group=network.inference_security_group,
             key=store.key,
             data_bucket=store.data_bucket,
+            component_prefix=component_prefix,
         )
         self.registration = AdapterRegistration(
             self,
@@ -41,7 +44,10 @@ class InferenceStack(Stack):
             data_bucket=store.data_bucket,
             key=store.key,
             endpoint_name=self.endpoint.endpoint.attr_endpoint_name,
+            # The endpoint's own ARN: SageMaker writes the generated name in lower case there.
+            endpoint_arn=self.endpoint.endpoint.attr_endpoint_arn,
             base_component_name=self.endpoint.base_component_name,
+            notifications=notifications,
             served_model=self.endpoint.served_model,
             component_prefix=component_prefix,
             log_retention_days=config.log_retention_days,
@@ -51,3 +57,5 @@ class InferenceStack(Stack):
         CfnOutput(
             self, "RegistrationStateMachineArn", value=self.registration.state_machine.state_machine_arn
         )
+        # `python -m inference.register` reads the manifest's bucket from here.
+        CfnOutput(self, "DataBucketName", value=store.data_bucket.bucket_name)

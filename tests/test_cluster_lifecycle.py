@@ -20,8 +20,6 @@ import llmft_lifecycle as lc  # noqa: E402
 
 IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/llmft-train:abc123"
 PARAMS = {
-    "version": "1.0.0",
-    "workload_manager": "slurm",
     "controller_group": "controller",
     "login_group": "login",
     "worker_groups": [{"instance_group_name": "workers", "partition_name": "gpu"}],
@@ -110,7 +108,6 @@ def test_rendered_files():
         "machine 123456789012.dkr.ecr.eu-west-1.amazonaws.com login AWS "
         "password $(aws ecr get-login-password --region eu-west-1)\n"
     )
-    assert lc.slurmd_dropin(plan) == "[Service]\nEnvironment=SLURMD_OPTIONS=--conf-server=10.0.0.10\n"
     assert lc.pyxis_conf("/usr/local/lib/slurm/spank_pyxis.so").startswith(
         "required /usr/local/lib/slurm/spank_pyxis.so "
     )
@@ -147,6 +144,10 @@ STUB = """#!/bin/bash
 echo "$(basename "$0") $*" >>"${STUB_LOG}"
 case "$(basename "$0")" in
   mountpoint) [[ -f "${STUB_STATE}/mounted" ]]; exit $? ;;
+  scontrol)
+    # Answers only after STUB_PING_FAILS failed pings (slurmctld still starting).
+    echo x >>"${STUB_STATE}/pings"
+    [[ $(wc -l <"${STUB_STATE}/pings") -gt ${STUB_PING_FAILS:-0} ]]; exit $? ;;
   mount) [[ -n "${STUB_MOUNT_FAILS:-}" ]] && exit 32; touch "${STUB_STATE}/mounted" ;;
   getent) echo "ubuntu:x:1000:1000::/home/ubuntu:/bin/bash" ;;
   srun) [[ "$1" == "--help" ]] && echo "  --auto-resume=<0|1>  HyperPod auto-resume" ;;
@@ -176,7 +177,7 @@ def make_node(tmp_path: Path) -> dict:
     """A copy of the scripts, a root with what HyperPod's AMI provides, and stubs on PATH."""
     scripts = tmp_path / "lifecycle"
     shutil.copytree(LIFECYCLE, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "provisioning_parameters.json").write_text(json.dumps(PARAMS))
+    (scripts / "llmft_parameters.json").write_text(json.dumps(PARAMS))
     root = tmp_path / "root"
     (root / "opt/ml/config").mkdir(parents=True)
     (root / "opt/ml/config/resource_config.json").write_text(json.dumps(RESOURCE_CONFIG))
@@ -299,13 +300,111 @@ def test_every_step_logs_to_its_own_file(controller):
         assert f"{step}.log" in logs, f"no log for step {step}: {sorted(logs)}"
 
 
-def test_worker_starts_slurmd_against_the_controller_and_publishes_nothing(worker):
+def test_worker_restarts_its_slurmd_on_its_own_configuration_and_publishes_nothing(worker):
     log = calls(worker)
-    dropin = (worker["root"] / "etc/systemd/system/slurmd.service.d/llmft.conf").read_text()
-    assert "--conf-server=10.0.0.10" in dropin
-    assert log.index("systemctl daemon-reload") < log.index("systemctl restart slurmd")
+    assert "systemctl restart slurmd" in log
+    assert not (worker["root"] / "etc/systemd/system/slurmd.service.d").exists(), (
+        "no configless drop-in: HyperPod configures Slurm on every node"
+    )
     assert not any("slurmctld" in c for c in log), "a worker never starts the controller daemon"
     assert not (worker["root"] / "fsx/llmft/sbatch").exists(), "only the controller publishes the job scripts"
+
+
+def _pyxis_lines(root: Path) -> list[str]:
+    """Every active line that loads pyxis in the node's plugin stack (plugstack.conf and its includes)."""
+    etc = root / "opt/slurm/etc"
+    files = [etc / "plugstack.conf", *sorted((etc / "plugstack.conf.d").glob("*.conf"))]
+    return [
+        line
+        for path in files
+        if path.is_file()
+        for line in path.read_text().splitlines()
+        if "spank_pyxis.so" in line.split("#")[0]
+    ]
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.10", "10.0.0.11", "10.0.0.20"], ids=["controller", "login", "worker"]
+)
+def test_every_node_type_loads_pyxis_once_from_its_own_plugin_stack(tmp_path, address):
+    node = make_node(tmp_path)
+    result = run_on_create(node, address)
+    assert result.returncode == 0, result.stderr
+    assert _pyxis_lines(node["root"]) == [lc.pyxis_conf("/usr/local/lib/slurm/spank_pyxis.so").strip()]
+
+
+@pytest.mark.parametrize(
+    "address", ["10.0.0.10", "10.0.0.11", "10.0.0.20"], ids=["controller", "login", "worker"]
+)
+@pytest.mark.parametrize("where", ["included file", "plugstack.conf"])
+def test_an_image_that_already_loads_pyxis_gets_no_second_copy(tmp_path, address, where):
+    node = make_node(tmp_path)
+    etc = node["root"] / "opt/slurm/etc"
+    line = "required /usr/lib/x86_64-linux-gnu/slurm/spank_pyxis.so runtime_path=/run/pyxis\n"
+    if where == "included file":
+        (etc / "plugstack.conf.d").mkdir()
+        (etc / "plugstack.conf.d/nvidia-pyxis.conf").write_text(line)
+        (etc / "plugstack.conf").write_text("include /opt/slurm/etc/plugstack.conf.d/*.conf\n")
+    else:
+        (etc / "plugstack.conf").write_text(line)
+    # Runs twice: a second run must not add it either.
+    for _ in range(2):
+        result = run_on_create(node, address)
+        assert result.returncode == 0, result.stderr
+    assert _pyxis_lines(node["root"]) == [line.strip()]
+    assert (
+        "pyxis is already loaded by /opt/slurm/etc/"
+        in (node["root"] / "var/log/llmft/enroot_pyxis.log").read_text()
+    )
+
+
+def test_a_file_system_hyperpod_mounted_is_used_as_it_is(tmp_path):
+    node = make_node(tmp_path)
+    (node["state"] / "mounted").touch()  # HyperPod's FsxLustreConfig mounted /fsx before the scripts ran
+    result = run_on_create(node, "10.0.0.20")
+    assert result.returncode == 0, result.stderr
+    assert not any(c.startswith(("mount ", "modprobe")) for c in calls(node))
+    assert not (node["root"] / "etc/fstab").exists(), "HyperPod's mount is not written again"
+
+
+def test_slurmctld_is_waited_for_with_retries(tmp_path):
+    node = make_node(tmp_path)
+    result = run_on_create(node, "10.0.0.10", STUB_PING_FAILS="3")
+    assert result.returncode == 0, result.stderr
+    assert calls(node).count("scontrol ping") == 4, "three failed pings, then the one that answers"
+
+
+def test_a_slurmctld_that_never_answers_fails_the_node_after_a_bounded_wait(tmp_path):
+    node = make_node(tmp_path)
+    result = run_on_create(node, "10.0.0.10", STUB_PING_FAILS="99", LLMFT_SLURMCTLD_ATTEMPTS="5")
+    assert result.returncode != 0 and "step slurm: FAILED" in result.stderr
+    assert "slurmctld did not answer scontrol ping after 5 attempts" in result.stderr
+    assert calls(node).count("scontrol ping") == 5
+
+
+def test_dockers_own_settings_are_kept_when_the_data_root_moves(tmp_path):
+    node = make_node(tmp_path)
+    daemon = node["root"] / "etc/docker/daemon.json"
+    daemon.parent.mkdir(parents=True)
+    image_settings = {
+        "default-runtime": "nvidia",
+        "runtimes": {"nvidia": {"path": "nvidia-container-runtime"}},
+    }
+    daemon.write_text(json.dumps(image_settings))
+    result = run_on_create(node, "10.0.0.20")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(daemon.read_text()) == {**image_settings, "data-root": "/opt/sagemaker/docker"}
+
+
+def test_a_daemon_json_that_is_not_json_stops_the_docker_step_clearly(tmp_path):
+    node = make_node(tmp_path)
+    daemon = node["root"] / "etc/docker/daemon.json"
+    daemon.parent.mkdir(parents=True)
+    daemon.write_text("{not json")
+    result = run_on_create(node, "10.0.0.20")
+    assert result.returncode != 0 and "step docker: FAILED" in result.stderr
+    assert "/etc/docker/daemon.json is not valid JSON" in result.stderr
+    assert daemon.read_text() == "{not json", "the image's file is left as it was"
 
 
 def test_running_twice_changes_nothing_twice(tmp_path):
@@ -331,7 +430,7 @@ def test_a_mount_that_never_comes_up_stops_everything_with_the_steps_name(tmp_pa
     assert not any(c.startswith(("usermod", "systemctl")) for c in log), "nothing runs without FSx"
 
 
-def test_a_missing_pyxis_fails_the_enroot_pyxis_step(tmp_path):
+def test_a_missing_pyxis_fails_the_enroot_pyxis_step(tmp_path):  # and the image loads none
     node = make_node(tmp_path)
     (node["root"] / "usr/local/lib/slurm/spank_pyxis.so").unlink()
     result = run_on_create(node, "10.0.0.20")

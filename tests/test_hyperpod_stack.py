@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from constructs.llmft_hyperpod import LIFECYCLE_PREFIX, provisioning_parameters
+from constructs.llmft_hyperpod import LIFECYCLE_PARAMETERS, LIFECYCLE_PREFIX, lifecycle_parameters
 from project_config import load_config
 from stacks.hyperpod_stack import HyperPodStack
+from tests import service_model
 from tests.conftest import SynthesizedApp, project_context, synthesize
 
 MANAGED_POLICY = "AmazonSageMakerClusterInstanceRolePolicy"
@@ -206,10 +207,90 @@ def groups(template: Template) -> dict[str, dict]:
     return {g["InstanceGroupName"]: g for g in cluster["InstanceGroups"]}
 
 
-def test_cluster_is_slurm_with_automatic_node_recovery(hp):
+def test_cluster_is_slurm_configured_through_the_api_with_automatic_node_recovery(hp):
     hp.template.has_resource_properties(
-        "AWS::SageMaker::Cluster", {"Orchestrator": {"Slurm": {}}, "NodeRecovery": "Automatic"}
+        "AWS::SageMaker::Cluster",
+        {"Orchestrator": {"Slurm": {"SlurmConfigStrategy": "Managed"}}, "NodeRecovery": "Automatic"},
     )
+
+
+# Values standing in for what CloudFormation resolves at deploy time, shaped like the real ones.
+DEPLOY_TIME = {
+    "ExecutionRole": "arn:aws:iam::123456789012:role/LlmFt-HyperPod-ExecutionRole-AbCdEf",
+    "SourceS3Uri": "s3://llmft-data-bucket/cluster-lifecycle/",
+    "VolumeKmsKeyId": "arn:aws:kms:us-east-1:123456789012:key/11111111-2222-3333-4444-555555555555",
+    "DnsName": "fs-0123456789abcdef0.fsx.us-east-1.amazonaws.com",
+    "MountName": "abcdefgh",
+    "SecurityGroupIds": ["sg-0123456789abcdef0"],
+    "Subnets": ["subnet-0123456789abcdef0"],
+}
+
+
+def _deploy_time(value, key=None):
+    """The template's properties as the CreateCluster request CloudFormation would send."""
+    if isinstance(value, dict) and any(k.startswith(("Fn::", "Ref")) for k in value):
+        return DEPLOY_TIME[key]
+    if isinstance(value, dict):
+        return {k: _deploy_time(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        if any(isinstance(v, dict) and any(k.startswith(("Fn::", "Ref")) for k in v) for v in value):
+            return DEPLOY_TIME[key]
+        return [_deploy_time(v, key) for v in value]
+    return value
+
+
+def create_cluster_request(template: Template) -> dict:
+    properties = resources(template, "AWS::SageMaker::Cluster")[0]["Properties"]
+    # CloudFormation names the cluster when the template does not; the API requires a name.
+    return {"ClusterName": "LlmFt-HyperPod-Cluster-AbCdEf", **_deploy_time(properties)}
+
+
+@pytest.mark.parametrize("login", [False, True], ids=["controller-and-workers", "with-login"])
+def test_the_cluster_is_a_valid_create_cluster_request_by_botocores_model(hp, tmp_path_factory, login):
+    """Shapes, enums, lengths and patterns of CreateCluster (botocore's SageMaker model), and the rules
+    HyperPod documents for SlurmConfig: one Controller group, at most one Login group, one partition on
+    each Compute group and none on the others; Orchestrator.Slurm names its SlurmConfigStrategy."""
+    template = hp.template
+    if login:
+        template = synthesize_hyperpod(
+            tmp_path_factory.mktemp("cdk-hp-login"), {"login": {"instance_type": "ml.m5.large"}}
+        ).template
+    request = create_cluster_request(template)
+    assert service_model.request_problems("sagemaker", "CreateCluster", request) == []
+    types = [g["SlurmConfig"]["NodeType"] for g in request["InstanceGroups"]]
+    assert types.count("Controller") == 1 and types.count("Login") == (1 if login else 0), types
+    for group in request["InstanceGroups"]:
+        partitions = group["SlurmConfig"].get("PartitionNames")
+        if group["SlurmConfig"]["NodeType"] == "Compute":
+            assert partitions and len(partitions) == 1, group
+        else:
+            assert partitions is None, group
+    assert request["Orchestrator"] == {"Slurm": {"SlurmConfigStrategy": "Managed"}}
+
+
+def test_every_group_mounts_the_file_system_through_hyperpod(hp):
+    for name, group in groups(hp.template).items():
+        fsx = [c["FsxLustreConfig"] for c in group["InstanceStorageConfigs"] if "FsxLustreConfig" in c]
+        assert len(fsx) == 1 and fsx[0]["MountPath"] == "/fsx", name
+        assert "DNSName" in json.dumps(fsx[0]["DnsName"]) and "LustreMountName" in json.dumps(
+            fsx[0]["MountName"]
+        )
+
+
+def test_the_file_system_waits_for_every_lustre_rule(hp):
+    """FSx checks its security group's Lustre rules (988, 1018-1023) when it creates the file system."""
+    template = hp.template
+    lustre = [
+        name
+        for kind in ("AWS::EC2::SecurityGroupIngress", "AWS::EC2::SecurityGroupEgress")
+        for name, rule in template.find_resources(kind).items()
+        if rule["Properties"].get("FromPort") in (988, 1018)
+    ]
+    assert len(lustre) == 12, (
+        lustre
+    )  # 2 ports x (file system in/out from itself and the nodes + nodes in/out)
+    (file_system,) = template.find_resources("AWS::FSx::FileSystem").values()
+    assert set(lustre) <= set(file_system["DependsOn"]), sorted(set(lustre) - set(file_system["DependsOn"]))
 
 
 def test_default_groups_are_one_controller_and_two_g5_workers_at_one_thread_per_core(hp):
@@ -337,7 +418,7 @@ def test_role_can_pull_the_training_image(hp):
         assert action in granted, f"enroot cannot pull the image without {action}"
 
 
-# --- the lifecycle scripts and provisioning_parameters.json ------------------------------------------
+# --- the lifecycle scripts and llmft_parameters.json ---------------------------------------------------
 
 
 def deployment(hp: HyperPodApp) -> dict:
@@ -359,17 +440,18 @@ def test_scripts_and_sbatch_files_are_deployed_under_the_lifecycle_prefix(hp):
     for name in (
         "on_create.sh",
         "llmft_lifecycle.py",
-        "provisioning_parameters.json",
+        LIFECYCLE_PARAMETERS,
         "sbatch/llamafactory-multinode.sbatch",
         "sbatch/llmft-node.sh",
     ):
         assert name in files, f"{name} is not deployed: {sorted(files)}"
+    assert "provisioning_parameters.json" not in files, "the legacy Slurm file would mix the two models"
 
 
-def test_provisioning_parameters_name_groups_partitions_file_system_and_image(hp):
+def test_lifecycle_parameters_name_groups_partitions_file_system_and_image(hp):
     props = deployment(hp)
     markers = {k: json.dumps(v) for m in props["SourceMarkers"] for k, v in m.items()}
-    text = deployed_files(hp)["provisioning_parameters.json"].read_text()
+    text = deployed_files(hp)[LIFECYCLE_PARAMETERS].read_text()
     # Markers stand for JSON strings CloudFormation fills in at deploy; name them after their source.
     for marker, value in markers.items():
         if "LustreMountName" in value:
@@ -382,8 +464,6 @@ def test_provisioning_parameters_name_groups_partitions_file_system_and_image(hp
             text = text.replace(marker, '"IMAGE"')
     params = json.loads(text)
     assert params == {
-        "version": "1.0.0",
-        "workload_manager": "slurm",
         "controller_group": "controller",
         "worker_groups": [{"instance_group_name": "workers", "partition_name": "gpu"}],
         "fsx_dns_name": "DNS",
@@ -393,11 +473,11 @@ def test_provisioning_parameters_name_groups_partitions_file_system_and_image(hp
     }
 
 
-def test_provisioning_parameters_name_the_login_group_when_there_is_one():
+def test_lifecycle_parameters_name_the_login_group_when_there_is_one():
     config = load_config(project_context({"hyperpod": {"login": {"instance_type": "ml.m5.large"}}})).hyperpod
-    params = provisioning_parameters(config, fsx_dns_name="d", fsx_mount_name="m", image_uri="i")
+    params = lifecycle_parameters(config, fsx_dns_name="d", fsx_mount_name="m", image_uri="i")
     assert params["login_group"] == "login"
-    without = provisioning_parameters(
+    without = lifecycle_parameters(
         load_config({}).hyperpod, fsx_dns_name="d", fsx_mount_name="m", image_uri="i"
     )
     assert "login_group" not in without

@@ -209,8 +209,9 @@ def test_manifest_events_of_the_data_bucket_start_the_registration(full_app, inf
 
 
 BUCKET = "llmft-data-test"
-ENDPOINT = "llmft-endpoint"
-BASE_COMPONENT = "base-component"
+ENDPOINT = "LmiEndpoint-Ab12Cd34Ef56"
+BASE_COMPONENT = "llmft--base"
+TOPIC = "arn:aws:sns:us-east-1:123456789012:llmft-notifications"
 
 
 def rendered_definition(template) -> dict:
@@ -230,10 +231,10 @@ def _placeholder(part) -> str:
         return f"arn:aws:lambda:us-east-1:123456789012:function:{part['Fn::GetAtt'][0]}"
     if "Fn::GetAtt" in part and part["Fn::GetAtt"][1] == "EndpointName":
         return ENDPOINT
-    if "Fn::Select" in part:  # the base component's name, cut from its ARN
-        return BASE_COMPONENT
     if "Fn::GetStackOutput" in part and "RefStoreDataBucket" in part["Fn::GetStackOutput"]["OutputName"]:
         return BUCKET
+    if "Fn::GetStackOutput" in part and "Notifications" in part["Fn::GetStackOutput"]["OutputName"]:
+        return TOPIC
     raise AssertionError(f"unexpected token in the definition: {part}")
 
 
@@ -259,15 +260,18 @@ def test_registration_reads_plans_releases_then_creates_or_updates(definition):
     assert states["ReadManifest"]["ResultSelector"] == {"manifest.$": "States.StringToJson($.Body)"}
     assert states["ReadManifest"]["Next"] == "PlanRegistration"
     assert states["PlanRegistration"]["Catch"] == [
-        {"ErrorEquals": ["ManifestError"], "ResultPath": "$.error", "Next": "InvalidManifest"}
-    ]
+        {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "FailureReport"}
+    ], "a bad manifest (ManifestError) is reported like any other failure"
     assert states["PlanRegistration"]["Next"] == "ReleaseAdapter"
     assert states["ReleaseAdapter"]["Resource"].endswith(":s3:copyObject")
     assert states["ReleaseAdapter"]["Parameters"]["Key.$"] == "$.plan.artifact_key"
     find = states["FindComponent"]
     assert find["Resource"].endswith(":sagemaker:describeInferenceComponent")
     assert find["Next"] == "UpdateAdapterComponent", "an existing component gets the new artifact"
-    assert find["Catch"][0]["Next"] == "CreateAdapterComponent", "a missing component is created"
+    assert find["Catch"][0]["Next"] == "ComponentExists"
+    (missing,) = states["ComponentExists"]["Choices"]
+    assert (missing["StringMatches"], missing["Next"]) == ("*Could not find*", "CreateAdapterComponent")
+    assert states["ComponentExists"]["Default"] == "FailureReport", "other lookup failures are reported"
 
 
 def test_adapter_component_sits_on_the_base_component_with_the_released_artifact(definition):
@@ -290,15 +294,19 @@ def test_registration_waits_until_in_service_or_fails_clearly(definition):
     assert states["WaitForComponent"]["Next"] == "CheckComponent"
     choice = states["ComponentStatus"]
     routes = {c["StringEquals"]: c["Next"] for c in choice["Choices"]}
-    assert routes == {"InService": "AdapterInService", "Failed": "RegistrationFailed"}
+    assert routes == {"InService": "AdapterInService", "Failed": "ComponentFailed"}
     assert choice["Default"] == "WaitForComponent"
     assert states["AdapterInService"]["Type"] == "Succeed"
+    assert states["ComponentFailed"]["Parameters"] == {
+        "Error": "AdapterComponentFailed",
+        "Cause.$": "$.component.reason",
+    }
+    assert states["ComponentFailed"]["Next"] == "FailureReport"
     assert states["RegistrationFailed"] == {
         "Type": "Fail",
-        "Error": "AdapterComponentFailed",
-        "CausePath": "$.component.reason",
+        "ErrorPath": "$.failure.error",
+        "CausePath": "$.failure.cause",
     }
-    assert states["InvalidManifest"]["CausePath"] == "$.error.Cause"
 
 
 def test_definition_passes_the_asl_validator(definition, tmp_path):
@@ -353,3 +361,89 @@ def test_every_inference_suppression_is_scoped_to_its_finding(full_app):
     for line in suppressed:
         # cdk-nag prefixes the reason with [finding] only when applies_to matched that one finding.
         assert line["exceptionReason"].startswith("["), f"blanket suppression: {line}"
+
+
+# The errors each registration Task's call can raise, for its Retry (constructs/llmft_adapter_registration):
+# the operation's modeled errors in botocore as `<Service>.<Shape>Exception`, the aws-sdk integration's
+# `<Service>.<Service>Exception` for the rest, aws-cdk-lib's Lambda list, and States.TaskFailed.
+TASK_OPERATIONS = {
+    "s3:getObject": ("s3", "GetObject", "S3"),
+    "s3:copyObject": ("s3", "CopyObject", "S3"),
+    "sagemaker:describeInferenceComponent": ("sagemaker", "DescribeInferenceComponent", "SageMaker"),
+    "sagemaker:createInferenceComponent": ("sagemaker", "CreateInferenceComponent", "SageMaker"),
+    "sagemaker:updateInferenceComponent": ("sagemaker", "UpdateInferenceComponent", "SageMaker"),
+}
+DOCUMENTED = {
+    "Lambda.ClientExecutionTimeoutException",
+    "Lambda.ServiceException",
+    "Lambda.AWSLambdaException",
+    "Lambda.SdkClientException",
+    "States.TaskFailed",
+}
+
+
+def test_every_registration_task_retries_what_its_call_raises_and_reports_the_rest(definition):
+    import botocore.session
+
+    session = botocore.session.get_session()
+    for name, state in definition["States"].items():
+        if state["Type"] != "Task":
+            continue
+        integration = state["Resource"].split("aws-sdk:", 1)[-1]
+        operation = TASK_OPERATIONS.get(integration)
+        retry_names = [error for retry in state.get("Retry", []) for error in retry["ErrorEquals"]]
+        assert retry_names, f"{name} has no Retry"
+        for error in retry_names:
+            if error in DOCUMENTED:
+                continue
+            assert operation, f"{name}: {error} on an integration this test does not know"
+            service, op, prefix = operation
+            modeled = {e.name for e in session.get_service_model(service).operation_model(op).error_shapes}
+            shape = error.removeprefix(f"{prefix}.").removesuffix("Exception")
+            assert error.startswith(f"{prefix}.") and (shape in modeled or shape == prefix), (name, error)
+        catch = state["Catch"]
+        assert catch[-1]["ErrorEquals"] == ["States.ALL"], name
+        expected = {"NotifyFailure": "RegistrationFailed", "FindComponent": "ComponentExists"}
+        assert catch[-1]["Next"] == expected.get(name, "FailureReport"), name
+
+
+def test_a_failure_is_notified_with_the_adapter_and_how_to_register_it_again(definition):
+    states = definition["States"]
+    report = states["FailureReport"]["Parameters"]
+    assert report["register_again"] == "python -m inference.register <adapter_name>"
+    assert report["manifest.$"].startswith("States.Format('s3://{}/{}'")
+    notify = states["NotifyFailure"]
+    assert notify["Resource"] == "arn:aws:states:::sns:publish"
+    assert notify["Parameters"]["TopicArn"] == TOPIC, "the project's encrypted topic"
+    assert notify["Next"] == "RegistrationFailed"
+
+
+def test_iam_names_the_endpoint_by_its_arn_and_components_by_their_exact_names(inference):
+    """SageMaker ARNs carry names in lower case and IAM matches case-sensitively, so the endpoint is named by
+    its own ARN (GetAtt EndpointArn), never by its generated name, and the base component is named
+    explicitly in lower case, in SageMaker's pattern for inference component names (botocore)."""
+    import botocore.session
+    import regex
+
+    found = statements(inference, "AdapterRegistrationStateMachineRoleDefaultPolicy")
+    create = [s for s in found if "sagemaker:createInferenceComponent" in json.dumps(s["Action"])]
+    resources = json.dumps([s["Resource"] for s in create])
+    assert '"EndpointArn"' in resources and ":endpoint/" not in resources, resources
+    component = only(inference, "AWS::SageMaker::InferenceComponent")
+    name = component["InferenceComponentName"]
+    shape = (
+        botocore.session.get_session()
+        .get_service_model("sagemaker")
+        .operation_model("CreateInferenceComponent")
+        .input_shape.members["InferenceComponentName"]
+    )
+    assert name == BASE_COMPONENT == name.lower()
+    assert regex.fullmatch(shape.metadata["pattern"], name) and len(name) <= shape.metadata["max"]
+    target = only(inference, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert target["ResourceId"] == f"inference-component/{BASE_COMPONENT}"
+
+
+def test_the_scale_from_zero_alarm_watches_the_base_component_by_its_exact_name(scale_to_zero_app):
+    template = scale_to_zero_app.template(scale_to_zero_app.stacks.inference)
+    alarm = only(template, "AWS::CloudWatch::Alarm")
+    assert alarm["Dimensions"] == [{"Name": "InferenceComponentName", "Value": BASE_COMPONENT}]

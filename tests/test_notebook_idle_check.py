@@ -239,3 +239,15 @@ def test_the_script_needs_nothing_beyond_the_standard_library():
     for line in imports:
         module = line.split()[1].split(".")[0]
         assert module in allowed, f"{line}: the instance's system python3 has only the standard library"
+
+
+def test_a_stop_that_fails_is_reported_and_fails_the_run(tmp_path, capsys):
+    argv = ["--idle-minutes", "60", "--notebook-name", "nb", "--region", "eu-west-1"]
+    argv += ["--state-dir", str(state_dir(tmp_path)), "--aws-cli", "/nowhere/aws"]
+
+    def fetch(url):
+        return {"kernels": [kernel(90)], "terminals": []}[url.rsplit("/", 1)[1]]
+
+    # The real stop, with a CLI that is not there: what cron's minimal PATH used to cause.
+    assert idle_check.main(argv, fetch=fetch, now=NOW) == 1
+    assert "ERROR: could not stop nb with /nowhere/aws" in capsys.readouterr().out

@@ -484,3 +484,44 @@ def test_scripts_are_shellcheck_clean(tmp_path, scripts):
     templates = sorted(LIFECYCLE_DIR.glob("*.sh"))
     result = subprocess.run([shellcheck, *map(str, templates + rendered)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_install_finds_conda_where_the_platform_keeps_it(tmp_path, scripts):
+    sandbox = make_sandbox(tmp_path / "opt-conda")
+    shutil.rmtree(sandbox.root / "home/ec2-user/anaconda3")
+    sandbox.add_stub("conda", sandbox.root / "opt/conda/bin")
+    assert sandbox.run(scripts["on-create"]).returncode == 0
+    result = sandbox.run(sandbox.state_dir / "install-env.sh")
+    assert result.returncode == 0, result.stderr
+    assert sandbox.calls("conda"), "the conda of /opt/conda built the environment"
+
+
+def test_without_conda_the_install_fails_saying_where_it_looked(tmp_path, scripts):
+    sandbox = make_sandbox(tmp_path / "no-conda")
+    shutil.rmtree(sandbox.root / "home/ec2-user/anaconda3")
+    assert sandbox.run(scripts["on-create"]).returncode == 0
+    result = sandbox.run(sandbox.state_dir / "install-env.sh")
+    assert result.returncode != 0
+    assert (
+        "ERROR: no conda found (looked in /home/ec2-user/anaconda3/bin, /opt/conda/bin and PATH)"
+        in result.stderr
+    )
+    assert not (sandbox.state_dir / "env-ready").exists()
+
+
+def test_an_instance_whose_idle_check_could_not_stop_it_does_not_start(tmp_path, scripts):
+    sandbox = make_sandbox(tmp_path / "no-aws")
+    (sandbox.stubs / "aws").unlink()
+    result = sandbox.run(scripts["on-start"])
+    assert result.returncode != 0, "no aws CLI anywhere: the start fails rather than run unwatched"
+    assert "ERROR: no aws CLI found" in result.stderr
+    assert not sandbox.crontab.exists(), "no idle check that could never stop the instance"
+
+
+def test_the_idle_check_gets_the_aws_cli_by_its_full_path_from_the_conda_install(tmp_path, scripts):
+    sandbox = make_sandbox(tmp_path / "conda-aws")
+    (sandbox.stubs / "aws").unlink()
+    cli = sandbox.add_stub("aws", sandbox.root / "home/ec2-user/anaconda3/bin")
+    result = sandbox.run(scripts["on-start"])
+    assert result.returncode == 0, result.stderr
+    assert f"--aws-cli {cli} " in sandbox.crontab.read_text()

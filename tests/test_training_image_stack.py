@@ -46,7 +46,7 @@ def test_build_is_privileged_encrypted_logged_and_outside_the_vpc(template):
     assert "VpcConfig" not in project, "the build must reach PyPI and the DLC registry without a NAT"
     assert project["TimeoutInMinutes"] == 55
     names = {v["Name"] for v in project["Environment"]["EnvironmentVariables"]}
-    assert {"REPOSITORY_URI", "DLC_ACCOUNT", "DLC_REGISTRY", "IMAGE_TAG"} <= names, names
+    assert {"REPOSITORY_URI", "DLC_REGISTRY", "IMAGE_TAG"} <= names, names
     template.has_resource_properties(
         "AWS::Logs::LogGroup", {"KmsKeyId": Match.any_value(), "RetentionInDays": 90}
     )
@@ -60,10 +60,19 @@ def test_buildspec_logs_in_to_the_dlc_registry_and_pushes_in_the_build_phase(tem
     build = spec["phases"]["build"]["commands"]
     assert "--password-stdin" in pre_build and '$LOGIN "$DLC_REGISTRY"' in pre_build, pre_build
     assert build[-1].startswith("docker push") and "post_build" not in spec["phases"]
-    # The Dockerfile's FROM is built from these two arguments.
+    # The Dockerfile's FROM takes the whole registry host from the build: no domain is written there.
     dockerfile = (ROOT / "training_image" / "Dockerfile").read_text()
-    for argument in ("BASE_REGISTRY_ACCOUNT", "BASE_REGION"):
-        assert f"ARG {argument}" in dockerfile and f'--build-arg {argument}="$' in " ".join(build), argument
+    assert "FROM ${BASE_REGISTRY}/pytorch-training:${BASE_TAG}" in dockerfile
+    assert '--build-arg BASE_REGISTRY="$DLC_REGISTRY"' in " ".join(build)
+    from_line = next(line for line in dockerfile.splitlines() if line.startswith("FROM "))
+    assert "amazonaws" not in from_line, from_line
+
+
+def test_the_base_image_registry_is_in_the_partitions_domain(template):
+    """DLC_REGISTRY is <account>.dkr.ecr.<region>.<AWS::URLSuffix>: amazonaws.com.cn in China."""
+    project = next(iter(template.find_resources("AWS::CodeBuild::Project").values()))["Properties"]
+    registry = next(v for v in project["Environment"]["EnvironmentVariables"] if v["Name"] == "DLC_REGISTRY")
+    assert {"Ref": "AWS::URLSuffix"} in registry["Value"]["Fn::Join"][1], registry
 
 
 def test_dlc_registry_account_is_configurable(tmp_path_factory):

@@ -132,6 +132,7 @@ def test_a_valid_request_trains_writes_the_manifest_and_notifies(world):
         "training_job_name": "support-bot-v1",
         "base_model": VALID_REQUEST["base_model"],
         "recipe": "lora",
+        "weights": "adapter",
         "execution_arn": manifest["execution_arn"],
         "final_metrics": [{"name": "train:progress", "value": 100.0}],
     }
@@ -423,3 +424,17 @@ def test_every_tasks_rendered_parameters_pass_botocores_validator(full_app, monk
     expected_jobs = 2 if job else 1
     assert checked.count("CreateTrainingJob") == expected_jobs and checked.count("Invoke") == 2, checked
     assert "Publish" in checked
+
+
+@pytest.mark.parametrize(
+    ("changes", "weights"),
+    [
+        ({"hyperparameters": {"merge_adapter": "true"}}, "adapter_and_merged"),
+        ({"hyperparameters": {"merge_adapter": "no"}}, "adapter"),
+        ({"recipe": "full_sft"}, "full"),
+    ],
+)
+def test_the_manifest_says_what_the_archive_holds(world, changes, weights):
+    run = world.run({**VALID_REQUEST, **changes})
+    assert run.status == "SUCCEEDED", (run.error, run.cause)
+    assert run.output["weights"] == weights

@@ -114,13 +114,12 @@ def write_manifest(
 def _existing_or_taken(s3: Any, bucket: str, key: str, document: Mapping[str, Any]) -> dict[str, Any]:
     existing = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     same_run = ("execution_arn", "training_job_name")
-    if all(existing.get(name) == document[name] for name in same_run):
+    if all(existing.get(name) == document.get(name) for name in same_run):
         # A retried Task whose first write succeeded: the manifest is already this run's.
         return existing
     raise AdapterNameTaken(
-        f"s3://{bucket}/{key} was written by {existing.get('execution_arn', 'another writer')} while this "
-        f"execution trained; nothing was overwritten. This run's adapter is {document['model_artifact']}: "
-        "start a new execution with another adapter_name, or publish it under a new name"
+        f"s3://{bucket}/{key} was written by {existing.get('execution_arn') or 'another writer'} meanwhile; "
+        f"nothing was overwritten. This adapter is {document['model_artifact']}: publish it under a new name"
     )
 
 

@@ -258,7 +258,12 @@ def parse_args(argv: list[str], default_stack: str) -> argparse.Namespace:
         parser = argparse.ArgumentParser(prog=f"{prog} status", parents=[common], description="Executions")
         parser.add_argument("--limit", type=int, default=10, help="how many, newest first (default 10)")
     else:
-        parser = argparse.ArgumentParser(prog=prog, parents=[common], description=__doc__.split("\n")[0])
+        parser = argparse.ArgumentParser(
+            prog=prog,
+            parents=[common],
+            description=__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         parser.add_argument(
             "request", type=Path, help="the request, a JSON file (examples/training-requests/)"
         )

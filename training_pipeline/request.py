@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from llmft_train.hyperparams import ConfigError, parse_value
 from llmft_train.progress import METRIC_DEFINITIONS
 from llmft_train.recipes import check_hyperparameters, load_recipes
 
@@ -374,6 +375,20 @@ def default_job_name(adapter_name: str, started: datetime, max_length: int) -> s
     return f"{head}-{stamp}"
 
 
+def weights_kind(request: Mapping[str, Any]) -> str:
+    """What the job's model archive holds: `adapter`, `adapter_and_merged` (merge_adapter) or `full`."""
+    recipe = load_recipes()[request["recipe"]]
+    if recipe.finetuning_type != "lora":
+        return "full"
+    try:
+        merged = parse_value(
+            "merge_adapter", request.get("hyperparameters", {}).get("merge_adapter", "false"), bool
+        )
+    except ConfigError:
+        merged = False
+    return "adapter_and_merged" if merged else "adapter"
+
+
 def _channel(name: str, uri: str) -> dict:
     return {
         "ChannelName": name,
@@ -420,6 +435,7 @@ def plan_job(
     return {
         "adapter_name": request["adapter_name"],
         "recipe": request["recipe"],
+        "weights": weights_kind(request),
         "base_model": request["base_model"],
         "job_name": job_name,
         "hyperparameters": job_hyperparameters(request),
@@ -440,6 +456,7 @@ def manifest(plan: Mapping[str, Any], description: Mapping[str, Any], execution_
         "training_job_name": description["TrainingJobName"],
         "base_model": plan["base_model"],
         "recipe": plan["recipe"],
+        "weights": plan["weights"],
         "execution_arn": execution_arn,
         "final_metrics": [
             {"name": metric["MetricName"], "value": metric["Value"]}

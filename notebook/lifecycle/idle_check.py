@@ -135,7 +135,12 @@ def main(
     )
     print(f"{now:%FT%TZ} {'stopping' if should_stop else 'keeping'} {args.notebook_name}: {why}")
     if should_stop:
-        stop(args.aws_cli, args.region, args.notebook_name)
+        try:
+            stop(args.aws_cli, args.region, args.notebook_name)
+        except (OSError, subprocess.CalledProcessError) as error:
+            # Loud in the log, and a failed run in cron's or systemd's eyes; the next run tries again.
+            print(f"{now:%FT%TZ} ERROR: could not stop {args.notebook_name} with {args.aws_cli}: {error}")
+            return 1
     return 0
 
 

@@ -9,9 +9,21 @@ STATE_DIR="$ROOT/home/ec2-user/SageMaker/.llmft"
 ENV_DIR="$STATE_DIR/conda-env"
 READY="$STATE_DIR/env-ready"
 REQUIREMENTS="$STATE_DIR/requirements-notebook.txt"
-CONDA="$ROOT/home/ec2-user/anaconda3/bin/conda"
-if [ ! -x "$CONDA" ]; then
-  CONDA="$(command -v conda)"
+# Where conda is depends on the platform image (AL2's anaconda3, elsewhere /opt/conda or PATH).
+find_conda() {
+  local candidate
+  for candidate in "$ROOT/home/ec2-user/anaconda3/bin/conda" "$ROOT/opt/conda/bin/conda" "$(command -v conda || true)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+if ! CONDA="$(find_conda)"; then
+  echo "$(date -u +%FT%TZ) ERROR: no conda found (looked in /home/ec2-user/anaconda3/bin, /opt/conda/bin" \
+    "and PATH); the LLaMA-Factory kernel cannot be built on this platform" >&2
+  exit 1
 fi
 LLAMAFACTORY_VERSION="@@LLAMAFACTORY_VERSION@@"
 KERNEL_NAME="llamafactory"

@@ -92,9 +92,29 @@ copy_examples() {
   echo "example notebooks in $EXAMPLES_DIR"
 }
 
+# The idle check runs from cron or systemd with a minimal PATH: it gets the CLI's full path.
+find_aws() {
+  local candidate
+  for candidate in "$(command -v aws || true)" "$ROOT/usr/local/bin/aws" "$ROOT/usr/bin/aws" \
+    "$ROOT/home/ec2-user/anaconda3/bin/aws" "$ROOT/opt/conda/bin/aws"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  return 1
+}
+
 schedule_idle_check() {
+  local aws_cli
+  if ! aws_cli="$(find_aws)"; then
+    # Failing the start is better than an instance that runs, and bills, with nothing to stop it.
+    echo "ERROR: no aws CLI found (PATH, /usr/local/bin, /usr/bin, anaconda3, /opt/conda): the idle" \
+      "auto-stop could not stop this instance, so it is not started" >&2
+    exit 1
+  fi
   local command="$PYTHON3 $IDLE_CHECK --idle-minutes $IDLE_TIMEOUT_MINUTES --notebook-name $NOTEBOOK_NAME"
-  command="$command --region $REGION --state-dir $STATE_DIR --aws-cli $(command -v aws || echo aws)"
+  command="$command --region $REGION --state-dir $STATE_DIR --aws-cli $aws_cli"
   if command -v crontab >/dev/null; then
     { crontab -l 2>/dev/null || true; } | { grep -v "llmft-idle-check" || true; } >"$STATE_DIR/crontab.new"
     echo "*/5 * * * * $command >>$IDLE_LOG 2>&1" >>"$STATE_DIR/crontab.new"
