@@ -42,6 +42,7 @@ synth: install
 	rm -rf cdk.out
 	$(CDK) synth --no-notices --quiet
 	$(BIN)/python tools/nag_summary.py cdk.out
+	$(BIN)/python -m tools.security_review cdk.out
 
 lint: install
 	$(BIN)/ruff check .
