@@ -79,6 +79,7 @@ FLOOR_MARGIN = 0.02
 DATA_KEYS = ("cutoff_len", "packing", "neat_packing", "template", "train_on_prompt", "max_samples", "dataset")
 # Bench-side stand-ins for entrypoint changes (see `apply_patches`).
 PATCHES = ("no_input_cast", "gpu_mask", "compile_layers", "flex")
+ENTRYPOINT_DIR = Path(__file__).resolve().parents[1] / "training_image"
 
 
 # --------------------------------------------------------------------------------------------- pure parts
@@ -296,25 +297,24 @@ def matmul_params(shape: dict) -> tuple[int, int]:
 
 # --------------------------------------------------------------------------------------------- one run
 def apply_patches(names: list[str]):
-    """Bench-side stand-ins for entrypoint changes; returns a callback that finishes them on the model."""
+    """Bench-side changes; E1 (no_input_cast) and E2 (flex) run the entrypoint's own llmft_train.speedups.
+
+    Returns a callback that finishes them on the model.
+    """
+    sys.path.insert(0, str(ENTRYPOINT_DIR))  # the child process imports the entrypoint's package too
+    from llmft_train import speedups
     from transformers import TrainerCallback
 
-    if {"gpu_mask", "flex"} & set(names):
-        import llamafactory.data.collator as collator
-
-        # No dense 4D mask collated on the host: with attention_mask=None transformers derives the same
-        # block-diagonal causal mask from the packed rows' position_ids, on the GPU.
-        collator.prepare_4d_attention_mask = lambda mask, dtype: None
+    shipped = [name for name in names if name in (speedups.NO_INPUT_CAST, speedups.FLEX)]
+    speedups.prepare(shipped)
+    if "gpu_mask" in names:
+        # The mask from position_ids on the GPU, with SDPA (E2 without flex).
+        speedups.prepare([speedups.FLEX])
+    entrypoint = speedups.speedup_callback(shipped)
 
     class Patch(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kw):
-            for m in model.modules():
-                # PEFT copies each adapter's bf16 input to fp32 for the fp32 LoRA weights, and autocast copies
-                # it back to bf16 for the matmul: a lossless round trip, so skipping it changes no value.
-                if "no_input_cast" in names and hasattr(m, "cast_input_dtype_enabled"):
-                    m.cast_input_dtype_enabled = False
-            if "flex" in names:  # block-sparse attention: masked tiles of the block-diagonal mask are skipped
-                model.get_base_model().set_attn_implementation("flex_attention")
+            entrypoint.on_train_begin(args, state, control, model=model, **kw)
             if "compile_layers" in names:  # compile each decoder layer; the mask is built outside, eagerly
                 for m in model.modules():
                     if type(m).__name__.endswith("DecoderLayer"):
@@ -436,7 +436,7 @@ def load_config(path: str) -> dict:
     """A plain LLaMA-Factory YAML, or one of our recipes resolved exactly as the entrypoint resolves it."""
     cfg = yaml.safe_load(Path(path).read_text())
     if "llamafactory" in cfg:  # training_image/llmft_train/recipes/<name>.yaml
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training_image"))
+        sys.path.insert(0, str(ENTRYPOINT_DIR))
         import os
 
         from llmft_train.gpu import detect_gpu_memory_gib

@@ -50,8 +50,10 @@ def test_copy_sources_are_inside_the_build_context_and_not_ignored():
 
 def test_base_image_is_the_sagemaker_pytorch_training_dlc_on_cuda_12():
     assert "/pytorch-training:${BASE_TAG}" in DOCKERFILE
-    assert arg_default("BASE_REGISTRY_ACCOUNT") == "763104351884"
-    assert re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", arg_default("BASE_REGION"))
+    # The registry host comes whole from the build (the partition's domain); the default is us-east-1's.
+    assert re.fullmatch(
+        r"763104351884\.dkr\.ecr\.[a-z]{2}(-[a-z]+)+-\d\.amazonaws\.com", arg_default("BASE_REGISTRY")
+    )
     assert re.fullmatch(r"\d+\.\d+\.\d+-gpu-py3\d+-cu12\d-ubuntu22\.04-sagemaker", arg_default("BASE_TAG"))
 
 

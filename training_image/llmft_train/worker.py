@@ -19,11 +19,19 @@ MODES = ("train", "export")
 
 def run(mode: str, config: dict) -> None:
     if mode == "train":
+        import torch
         from llamafactory.train.tuner import run_exp
 
+        from llmft_train import speedups
         from llmft_train.callbacks import ProgressCallback
 
-        run_exp(args=config, callbacks=[ProgressCallback()])
+        names = speedups.planned_speedups(
+            config, has_cuda=torch.cuda.is_available(), world_size=int(os.environ.get("WORLD_SIZE", "1"))
+        )
+        speedups.prepare(names)
+        if names:
+            print(f"llmft speedups: {', '.join(names)}", flush=True)
+        run_exp(args=config, callbacks=[ProgressCallback(), speedups.speedup_callback(names)])
     else:
         from llamafactory.train.tuner import export_model
 
