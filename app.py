@@ -41,7 +41,14 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
         )
     prefix = config.stack_prefix
     data = DataStack(app, f"{prefix}-Data", config=config.data, env=env)
-    network = NetworkStack(app, f"{prefix}-Network", config=config.network, key=data.store.key, env=env)
+    network = NetworkStack(
+        app,
+        f"{prefix}-Network",
+        config=config.network,
+        key=data.store.key,
+        data_bucket=data.store.data_bucket,
+        env=env,
+    )
     training_image = TrainingImageStack(
         app, f"{prefix}-TrainingImage", config=config.training, key=data.store.key, env=env
     )

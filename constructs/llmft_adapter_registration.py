@@ -15,6 +15,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from cdk_nag import NagPackSuppression, NagSuppressions
 
 from constructs import Construct
+from constructs.llmft_execution_data import STARTS, grant_execution_data
 from constructs.llmft_logs import encrypted_log_group
 from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack, logical_id
 
@@ -88,6 +89,9 @@ class AdapterRegistration(Construct):
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
+            # Named: the execution role's key grant is conditioned on the machine's ARN (CDK builds it from
+            # the name), and a generated name is not known to the template.
+            state_machine_name=f"{Stack.of(self).stack_name}-AdapterRegistration",
             definition_body=sfn.DefinitionBody.from_chainable(
                 self._definition(
                     data_bucket=data_bucket,
@@ -109,6 +113,8 @@ class AdapterRegistration(Construct):
                 include_execution_data=True,
             ),
             tracing_enabled=True,
+            # Execution inputs, outputs and state data at rest under the project key, not AWS's.
+            encryption_configuration=sfn.CustomerManagedEncryptionConfiguration(key),
             # Loading an adapter takes seconds to minutes; an hour means something is stuck.
             timeout=Duration.hours(1),
             comment="Registers a trained LoRA adapter on the LMI endpoint from its manifest",
@@ -117,6 +123,9 @@ class AdapterRegistration(Construct):
         # The topic is encrypted with the project key: publishing needs its data-key actions too.
         notifications.grant_publish(self.state_machine)
 
+        # The rule's own role: it starts this machine, whose execution data is under the project key.
+        events_role = iam.Role(self, "EventsRole", assumed_by=iam.ServicePrincipal("events.amazonaws.com"))
+        grant_execution_data(events_role, key, self.state_machine.state_machine_arn, STARTS)
         self.rule = events.Rule(
             self,
             "ManifestCreated",
@@ -129,7 +138,7 @@ class AdapterRegistration(Construct):
                     "object": {"key": events.Match.wildcard(MANIFEST_PATTERN)},
                 },
             ),
-            targets=[targets.SfnStateMachine(self.state_machine)],
+            targets=[targets.SfnStateMachine(self.state_machine, role=events_role)],
         )
         self._suppress(planner_role, planner_logs, data_bucket, component_prefix)
 

@@ -16,7 +16,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from cdk_nag import NagSuppressions
 
 from constructs import Construct
-from constructs.llmft_logs import encrypted_log_group
+from constructs.llmft_deployment import fenced_deployment
 from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack, suppress_bucket_deployment
 from project_config.hyperpod import FsxConfig, HyperPodConfig, InstanceGroupConfig
 
@@ -28,8 +28,6 @@ MOUNT_POINT = "/fsx"
 # Lustre: 988 for the servers, 1018-1023 for LNet between clients and servers.
 LUSTRE_PORTS = (ec2.Port.tcp(988), ec2.Port.tcp_range(1018, 1023))
 INSTANCE_ROLE_POLICY = "AmazonSageMakerClusterInstanceRolePolicy"
-# The script upload's own logs matter only around a deploy.
-DEPLOYMENT_LOG_RETENTION_DAYS = 90
 
 
 @dataclass(frozen=True)
@@ -254,18 +252,16 @@ class HyperPodCluster(Construct):
             fsx_mount_name=self.fsx_mount_name,
             image_uri=same_account_image_uri(repository, image_uri),
         )
-        self.lifecycle = s3deploy.BucketDeployment(
+        self.lifecycle = fenced_deployment(
             self,
             "LifecycleScripts",
             sources=[
                 s3deploy.Source.asset(str(LIFECYCLE_DIR), exclude=["__pycache__", "*.pyc"]),
                 s3deploy.Source.json_data(LIFECYCLE_PARAMETERS, parameters),
             ],
-            destination_bucket=data_bucket,
-            destination_key_prefix=LIFECYCLE_PREFIX,
-            log_group=encrypted_log_group(
-                self, "LifecycleDeploymentLogs", key=key, retention_days=DEPLOYMENT_LOG_RETENTION_DAYS
-            ),
+            data_bucket=data_bucket,
+            prefix=LIFECYCLE_PREFIX,
+            key=key,
         )
         self.lifecycle_uri = data_bucket.s3_url_for_object(LIFECYCLE_PREFIX)
 

@@ -1,6 +1,6 @@
 """The LMI endpoint: a base-model inference component that LoRA adapter components attach to."""
 
-from aws_cdk import ArnFormat, Aws, CfnMapping, Duration, Stack, Token
+from aws_cdk import Aws, CfnMapping, Duration, Fn, Stack, Token
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -11,13 +11,17 @@ from aws_cdk import aws_sagemaker as sagemaker
 from cdk_nag import NagPackSuppression, NagSuppressions
 
 from constructs import Construct
-from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack
+from constructs.llmft_logs import encrypted_log_group
+from constructs.llmft_nag import arn_of_other_stack
 from inference.lmi import lmi_environment, lmi_images, model_source
 from inference.names import base_component_name
 from project_config.inference import InferenceConfig
 from project_config.instance_types import has_instance_storage
 
 VARIANT_NAME = "AllTraffic"
+# Where SageMaker writes an endpoint's container logs (SageMaker Developer Guide, "Log Amazon SageMaker
+# AI events with Amazon CloudWatch").
+ENDPOINT_LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 # Prefixes of the data bucket the endpoint reads: base models and released adapters, nothing else.
 READ_PREFIXES = ("models/", "adapters/")
 
@@ -68,11 +72,24 @@ class LmiEndpoint(Construct):
         key: kms.IKey,
         data_bucket: s3.IBucket,
         component_prefix: str,
+        log_retention_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         image = LmiImageUri(self, config.lmi_version)
         self.served_model = model_source(config.base_model, data_bucket.bucket_name)
+        # Named so the stack can own SageMaker's log group for it (/aws/sagemaker/Endpoints/<name>); the
+        # head of the stack's UUID makes the name new for each stack instance, so a redeploy after a
+        # deletion does not collide with the retained log group.
+        stack_instance = Fn.select(0, Fn.split("-", Fn.select(2, Fn.split("/", Aws.STACK_ID))))
+        self.endpoint_name = f"{component_prefix.lower()}-lmi-{stack_instance}"
+        self.log_group = encrypted_log_group(
+            self,
+            "EndpointLogs",
+            key=key,
+            retention_days=log_retention_days,
+            name=f"{ENDPOINT_LOG_GROUP_PREFIX}{self.endpoint_name}",
+        )
 
         self.role = iam.Role(
             self,
@@ -133,8 +150,13 @@ class LmiEndpoint(Construct):
         )
         self.endpoint_config.node.add_dependency(policy)
         self.endpoint = sagemaker.CfnEndpoint(
-            self, "Endpoint", endpoint_config_name=self.endpoint_config.attr_endpoint_config_name
+            self,
+            "Endpoint",
+            endpoint_name=self.endpoint_name,
+            endpoint_config_name=self.endpoint_config.attr_endpoint_config_name,
         )
+        # The group exists, under the project key and with its retention, before SageMaker writes to it.
+        self.endpoint.node.add_dependency(self.log_group)
 
         # The exact name (see base_component_name): scaling, metrics and adapter components refer to it.
         self.base_component_name = base_component_name(component_prefix)
@@ -187,15 +209,8 @@ class LmiEndpoint(Construct):
             iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
             iam.PolicyStatement(
                 sid="EndpointLogs",
-                actions=["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[
-                    stack.format_arn(
-                        service="logs",
-                        resource="log-group",
-                        resource_name="/aws/sagemaker/Endpoints/*",
-                        arn_format=ArnFormat.COLON_RESOURCE_NAME,
-                    )
-                ],
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[f"{self.log_group.log_group_arn}"],
             ),
             iam.PolicyStatement(
                 sid="DescribeNetwork",
@@ -236,12 +251,6 @@ class LmiEndpoint(Construct):
                     "attach the endpoint to the VPC support no resource-level permissions; ENI changes are "
                     "limited to this VPC by the ec2:Vpc condition.",
                     applies_to=["Resource::*"],
-                ),
-                NagPackSuppression(
-                    id="AwsSolutions-IAM5",
-                    reason="SageMaker names the endpoint's log group /aws/sagemaker/Endpoints/<generated "
-                    "endpoint name>; the name is generated at deploy time, after this role must exist.",
-                    applies_to=[arn_in_this_account("logs", "log-group:/aws/sagemaker/Endpoints/*")],
                 ),
             ],
         )

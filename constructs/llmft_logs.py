@@ -30,12 +30,17 @@ RETENTION_BY_DAYS = {
 
 
 def encrypted_log_group(
-    scope: Construct, construct_id: str, *, key: kms.IKey, retention_days: int
+    scope: Construct, construct_id: str, *, key: kms.IKey, retention_days: int, name: str | None = None
 ) -> logs.LogGroup:
-    """A log group under the project key; kept on stack deletion so audit trails survive."""
+    """A log group under the project key; kept on stack deletion so audit trails survive.
+
+    `name` only where a service writes to a group it names itself (SageMaker's endpoint logs); it must
+    differ per stack instance, or a redeploy after a deletion would collide with the retained group.
+    """
     return logs.LogGroup(
         scope,
         construct_id,
+        log_group_name=name,
         encryption_key=key,
         retention=RETENTION_BY_DAYS[retention_days],
         removal_policy=RemovalPolicy.RETAIN,

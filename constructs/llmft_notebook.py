@@ -20,7 +20,8 @@ from aws_cdk import aws_stepfunctions as sfn
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 
 from constructs import Construct
-from constructs.llmft_logs import encrypted_log_group
+from constructs.llmft_deployment import fenced_deployment
+from constructs.llmft_execution_data import READS, STARTS, grant_execution_data
 from constructs.llmft_nag import (
     ANY_PARTITION,
     arn_in_this_account,
@@ -35,11 +36,12 @@ EXAMPLES_DIR = REPO_ROOT / "notebook" / "examples"
 # Where the stack deploys the examples in the data bucket; on-start copies them from there.
 EXAMPLES_PREFIX = "notebooks/examples/"
 
-# What the notebook's role may read, and what it may write: prepared data, released adapters with their
-# manifests, and the model.tar.gz of an adapter trained in the notebook (the Inference stack registers
-# adapters from manifests whose artifact lies under training/; the notebook's never replace a job's).
+# What the notebook's role may read, and what it may write: prepared data and the model.tar.gz of an
+# adapter trained in the notebook (never a training job's output); under adapters/ only new objects, so
+# it publishes an adapter and its manifest but never replaces one, nor an archive the endpoint serves.
 READ_PREFIXES = ("datasets/", "models/", "adapters/", "training/", "notebooks/")
-WRITE_PREFIXES = ("datasets/", "adapters/", "training/notebook-")
+WRITE_PREFIXES = ("datasets/", "training/notebook-")
+CREATE_ONLY_PREFIXES = ("adapters/",)
 
 # Amazon Linux 2023, JupyterLab 4: the newest platform CloudFormation accepts.
 PLATFORM_IDENTIFIER = "notebook-al2023-v1"
@@ -48,7 +50,6 @@ MAX_SCRIPT_CHARS = 16384
 # Deploy-time values are sized at their longest when the script size is checked.
 SIZE_CHECK_STAND_INS = {"data_bucket": "b" * 63, "state_machine_arn": "a" * 256}
 PLACEHOLDER = re.compile(r"@@([A-Z_]+)@@")
-DEPLOYMENT_LOG_RETENTION_DAYS = 90
 # SageMaker writes lifecycle script output here with the notebook's role.
 LIFECYCLE_LOG_GROUP = "/aws/sagemaker/NotebookInstances"
 
@@ -121,26 +122,14 @@ class LlamaFactoryNotebook(Construct):
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
 
-        self.examples = s3deploy.BucketDeployment(
+        # Prune deletes examples no longer shipped; the handler can change nothing outside the prefix.
+        self.examples = fenced_deployment(
             self,
             "Examples",
             sources=[s3deploy.Source.asset(str(EXAMPLES_DIR))],
-            destination_bucket=data_bucket,
-            destination_key_prefix=EXAMPLES_PREFIX,
-            prune=True,
-            log_group=encrypted_log_group(
-                self, "ExamplesDeploymentLogs", key=key, retention_days=DEPLOYMENT_LOG_RETENTION_DAYS
-            ),
-        )
-
-        # The handler is granted read-write on the whole data bucket by aws-cdk-lib; it may only change
-        # objects under the examples prefix (prune deletes there), never datasets, models or adapters.
-        self.examples.handler_role.add_to_principal_policy(
-            iam.PolicyStatement(
-                effect=iam.Effect.DENY,
-                actions=["s3:PutObject*", "s3:DeleteObject*", "s3:Abort*"],
-                not_resources=[data_bucket.arn_for_objects(f"{EXAMPLES_PREFIX}*")],
-            )
+            data_bucket=data_bucket,
+            prefix=EXAMPLES_PREFIX,
+            key=key,
         )
 
         self.role = iam.Role(
@@ -173,6 +162,8 @@ class LlamaFactoryNotebook(Construct):
                     ],
                 )
             )
+            # The machine's execution data is under the project key: start and read it, for that machine only.
+            grant_execution_data(self.role, key, training_state_machine.state_machine_arn, STARTS + READS)
         if inference_endpoint_arn is not None:
             # Example 04 calls the adapters served by the project's endpoint, and no other endpoint.
             self.role.add_to_principal_policy(
@@ -241,11 +232,12 @@ class LlamaFactoryNotebook(Construct):
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
                     reason="Object access is limited to the named data prefixes (read datasets/, models/, "
-                    "adapters/, training/, notebooks/; write datasets/, adapters/, training/notebook-); "
-                    "object keys under a prefix are chosen by users, so only the key part is a wildcard.",
+                    "adapters/, training/, notebooks/; write datasets/, training/notebook-; create only, "
+                    "never replace, under adapters/); object keys under a prefix are chosen by users, so "
+                    "only the key part is a wildcard.",
                     applies_to=[
                         arn_of_other_stack(data_bucket, f"/{prefix}*")
-                        for prefix in sorted({*READ_PREFIXES, *WRITE_PREFIXES})
+                        for prefix in sorted({*READ_PREFIXES, *WRITE_PREFIXES, *CREATE_ONLY_PREFIXES})
                     ],
                 ),
                 NagPackSuppression(
@@ -302,6 +294,13 @@ def _data_access_statements(stack: Stack, bucket: s3.IBucket, key: kms.IKey) -> 
         iam.PolicyStatement(
             actions=["s3:PutObject", "s3:AbortMultipartUpload"],
             resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in WRITE_PREFIXES],
+        ),
+        # Only requests that carry If-None-Match, which S3 refuses when the key exists (S3 User Guide,
+        # "Enforce conditional writes"); single PUTs, as multipart parts cannot carry the header.
+        iam.PolicyStatement(
+            actions=["s3:PutObject"],
+            resources=[bucket.arn_for_objects(f"{prefix}*") for prefix in CREATE_ONLY_PREFIXES],
+            conditions={"Null": {"s3:if-none-match": "false"}},
         ),
         # The project key only through S3: objects are encrypted with it (bucket key on).
         iam.PolicyStatement(

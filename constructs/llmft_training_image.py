@@ -215,6 +215,7 @@ class TrainingImageBuild(Construct):
                 include_execution_data=True,
             ),
         )
+        _trace_waiter(provider)
         self._suppress_provider_findings(provider, [on_event_role, waiter_role])
         return CustomResource(
             self,
@@ -269,22 +270,33 @@ class TrainingImageBuild(Construct):
             [
                 {
                     "id": "AwsSolutions-IAM5",
-                    "reason": "the waiter invokes versions of the framework's own functions (<arn>:*), and "
-                    "CloudWatch Logs delivery actions for its ALL-level log have no resource scope (*)",
+                    "reason": "the waiter invokes versions of the framework's own functions (<arn>:*); the "
+                    "CloudWatch Logs delivery actions for its ALL-level log and X-Ray's trace upload "
+                    "actions take no resource (*)",
                     "appliesTo": [function_versions, "Resource::*"],
                 }
             ],
         )
-        NagSuppressions.add_resource_suppressions(
-            waiter,
-            [
-                {
-                    "id": "AwsSolutions-SF2",
-                    "reason": "the provider framework's waiter only retries the build check once a minute; "
-                    "each check is logged by its Lambda and the waiter logs ALL events, X-Ray adds nothing",
-                }
+
+
+def _trace_waiter(provider: cr.Provider) -> None:
+    """X-Ray tracing on the provider framework's waiter state machine, which aws-cdk-lib leaves off."""
+    waiter = provider.node.find_child("waiter-state-machine")
+    waiter.node.default_child.tracing_configuration = sfn.CfnStateMachine.TracingConfigurationProperty(
+        enabled=True
+    )
+    # What a traced state machine's role needs (the actions CDK grants for `tracing_enabled`).
+    waiter.node.find_child("Role").add_to_principal_policy(
+        iam.PolicyStatement(
+            actions=[
+                "xray:PutTraceSegments",
+                "xray:PutTelemetryRecords",
+                "xray:GetSamplingRules",
+                "xray:GetSamplingTargets",
             ],
+            resources=["*"],
         )
+    )
 
 
 def _lambda_role(scope: Construct, construct_id: str, log_group: logs.ILogGroup) -> iam.Role:

@@ -9,6 +9,7 @@ functions are `training_pipeline/handlers.py`, bundled at synth with the same ju
 import json
 
 from aws_cdk import ArnFormat, Aws, Duration, Stack
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -35,12 +36,15 @@ TRAINING_LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 # The rule Step Functions creates in the account to learn when `.sync` training jobs end (its name is
 # fixed by Step Functions: "IAM policies for Amazon SageMaker AI" in the Step Functions guide).
 SYNC_EVENTS_RULE = "StepFunctionsGetEventsForSageMakerTrainingJobsRule"
-# What a training job's elastic network interfaces in the VPC need; EC2 scopes none of these by VPC.
-VPC_ACTIONS = [
+# What a training job's elastic network interfaces in the VPC need: the changes are held to the
+# project's VPC by the ec2:Vpc condition; EC2's Describe calls take no resource or condition.
+NETWORK_INTERFACE_ACTIONS = [
     "ec2:CreateNetworkInterface",
     "ec2:CreateNetworkInterfacePermission",
     "ec2:DeleteNetworkInterface",
     "ec2:DeleteNetworkInterfacePermission",
+]
+VPC_DESCRIBE_ACTIONS = [
     "ec2:DescribeNetworkInterfaces",
     "ec2:DescribeVpcs",
     "ec2:DescribeDhcpOptions",
@@ -108,7 +112,8 @@ class TrainingPipeline(Construct):
             self.hf_token_secret = secretsmanager.Secret.from_secret_name_v2(
                 self, "HfTokenSecret", config.hf_token_secret_name
             )
-        self._grant_training_role(store=store, image=image)
+        self.hf_token_key_arn = config.hf_token_kms_key_arn
+        self._grant_training_role(store=store, image=image, vpc=network.vpc)
 
         code = python_bundle(BUNDLED_FILES, {"deployment.json": self.settings.deployment.to_json()})
         environment = {"DATA_BUCKET": bucket.bucket_name, "VOLUME_KMS_KEY_ARN": key.key_arn}
@@ -151,6 +156,9 @@ class TrainingPipeline(Construct):
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",
+            # Named: the execution role's key grant is conditioned on the machine's ARN (CDK builds it from
+            # the name), and a generated name is not known to the template.
+            state_machine_name=f"{Stack.of(self).stack_name}-Training",
             comment="Validates a training request, runs a SageMaker training job, records the adapter",
             state_machine_type=sfn.StateMachineType.STANDARD,
             # The partition goes in as `AWS::Partition` itself (a Ref in the definition, which cfn-lint
@@ -165,6 +173,8 @@ class TrainingPipeline(Construct):
             logs=sfn.LogOptions(
                 destination=self.log_group, level=sfn.LogLevel.ALL, include_execution_data=True
             ),
+            # Execution inputs, outputs and state data at rest under the project key, not AWS's.
+            encryption_configuration=sfn.CustomerManagedEncryptionConfiguration(key),
         )
         self._grant_state_machine()
         self._suppress_findings()
@@ -250,7 +260,7 @@ class TrainingPipeline(Construct):
         )
         key.grant(self.recorder, "kms:GenerateDataKey", "kms:Decrypt")
 
-    def _grant_training_role(self, *, store: DataStore, image: TrainingImageBuild) -> None:
+    def _grant_training_role(self, *, store: DataStore, image: TrainingImageBuild, vpc: ec2.IVpc) -> None:
         role, bucket, key = self.training_role, store.data_bucket, store.key
         stack = Stack.of(self)
         role.add_to_policy(
@@ -309,9 +319,27 @@ class TrainingPipeline(Construct):
                 conditions={"StringEquals": {"cloudwatch:namespace": TRAINING_LOG_GROUP}},
             )
         )
-        role.add_to_policy(iam.PolicyStatement(actions=VPC_ACTIONS, resources=["*"]))
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=NETWORK_INTERFACE_ACTIONS,
+                resources=["*"],
+                conditions={"ArnEquals": {"ec2:Vpc": vpc.vpc_arn}},
+            )
+        )
+        role.add_to_policy(iam.PolicyStatement(actions=VPC_DESCRIBE_ACTIONS, resources=["*"]))
         if self.hf_token_secret is not None:
             self.hf_token_secret.grant_read(role)
+        if self.hf_token_key_arn is not None:
+            # Only as Secrets Manager's caller: the key decrypts the token secret, nothing else here.
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["kms:Decrypt"],
+                    resources=[self.hf_token_key_arn],
+                    conditions={
+                        "StringEquals": {"kms:ViaService": f"secretsmanager.{Aws.REGION}.amazonaws.com"}
+                    },
+                )
+            )
 
     def _grant_state_machine(self) -> None:
         role = self.state_machine.role

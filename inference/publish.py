@@ -184,7 +184,8 @@ def main(argv: Sequence[str] | None = None, session: Any = None, now: datetime |
             )
         files = {name: read_file(args.folder, name, s3) for name in plan.files}
         metrics = json.loads(files["metrics.json"]) if "metrics.json" in files else {}
-        s3.put_object(Bucket=args.data_bucket, Key=plan.artifact_key, Body=archive(files))
+        # IfNoneMatch: a published archive is never replaced (S3 refuses the write if the key exists).
+        s3.put_object(Bucket=args.data_bucket, Key=plan.artifact_key, Body=archive(files), IfNoneMatch="*")
         document = manifest(
             plan,
             adapter=args.name,

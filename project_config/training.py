@@ -10,6 +10,10 @@ from project_config.network import LOG_RETENTION_DAYS
 # Secrets Manager names: letters, digits and /_+=.@- (up to 512 characters).
 SECRET_NAME_PATTERN = re.compile(r"^[A-Za-z0-9/_+=.@-]{1,512}$")
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# A KMS key's ARN (single- or multi-Region key), in any partition.
+KMS_KEY_ARN_PATTERN = re.compile(
+    r"^arn:aws[a-z-]*:kms:[a-z]{2}(-[a-z]+)+-\d:\d{12}:key/(mrk-[0-9a-f]{32}|[0-9a-f]{8}(-[0-9a-f]{4}){3}-[0-9a-f]{12})$"
+)
 # SageMaker caps a training job's MaxRuntimeInSeconds at 28 days.
 SAGEMAKER_MAX_RUNTIME_HOURS = 28 * 24
 DEFAULT_INSTANCE_TYPES = (
@@ -36,6 +40,8 @@ class TrainingConfig:
     spot_extra_wait_hours: int = 24
     volume_size_gb: int = 200
     hf_token_secret_name: str | None = None
+    # The customer managed key that encrypts that secret, if not Secrets Manager's own aws/secretsmanager.
+    hf_token_kms_key_arn: str | None = None
     notification_email: str | None = None
     log_retention_days: int = 90
 
@@ -55,6 +61,18 @@ def parse_training(raw: Any, key: str = "llmft.training") -> TrainingConfig:
     max_runtime = checks.integer(
         f"{key}.max_runtime_hours", get("max_runtime_hours"), minimum=1, maximum=SAGEMAKER_MAX_RUNTIME_HOURS
     )
+    hf_token_key = checks.optional_string(
+        f"{key}.hf_token_kms_key_arn",
+        get("hf_token_kms_key_arn"),
+        pattern=KMS_KEY_ARN_PATTERN,
+        rule="expected a KMS key ARN (arn:<partition>:kms:<region>:<account>:key/<id>) or null",
+    )
+    if hf_token_key and not get("hf_token_secret_name"):
+        raise checks.ConfigError(
+            f"{key}.hf_token_kms_key_arn",
+            hf_token_key,
+            f"set {key}.hf_token_secret_name too: the key is the secret's",
+        )
     return TrainingConfig(
         image_keep_count=checks.integer(
             f"{key}.image_keep_count", get("image_keep_count"), minimum=1, maximum=1000
@@ -92,6 +110,7 @@ def parse_training(raw: Any, key: str = "llmft.training") -> TrainingConfig:
             pattern=SECRET_NAME_PATTERN,
             rule="expected a Secrets Manager secret name (letters, digits, /_+=.@-) or null",
         ),
+        hf_token_kms_key_arn=hf_token_key,
         notification_email=checks.optional_string(
             f"{key}.notification_email",
             get("notification_email"),

@@ -37,6 +37,7 @@ class InferenceStack(Stack):
             key=store.key,
             data_bucket=store.data_bucket,
             component_prefix=component_prefix,
+            log_retention_days=config.log_retention_days,
         )
         self.registration = AdapterRegistration(
             self,

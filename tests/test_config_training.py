@@ -32,6 +32,12 @@ BAD_VALUES = [
     ({"spot_extra_wait_hours": 0}, "llmft.training.spot_extra_wait_hours", "integer from 1 to 168"),
     ({"volume_size_gb": 10}, "llmft.training.volume_size_gb", "integer from 30 to 16384"),
     ({"hf_token_secret_name": "my token"}, "llmft.training.hf_token_secret_name", "Secrets Manager"),
+    ({"hf_token_kms_key_arn": "alias/hf"}, "llmft.training.hf_token_kms_key_arn", "KMS key ARN"),
+    (
+        {"hf_token_kms_key_arn": "arn:aws:kms:us-east-1:123456789012:key/mrk-" + "0" * 32},
+        "llmft.training.hf_token_kms_key_arn",
+        "set llmft.training.hf_token_secret_name too",
+    ),
     ({"notification_email": "nobody"}, "llmft.training.notification_email", "e-mail address"),
     ({"log_retention_days": 2}, "llmft.training.log_retention_days", "one of: 1, 3"),
     ({"instance_types": []}, "llmft.training.instance_types", "unknown key"),

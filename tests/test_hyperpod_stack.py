@@ -448,6 +448,20 @@ def test_scripts_and_sbatch_files_are_deployed_under_the_lifecycle_prefix(hp):
     assert "provisioning_parameters.json" not in files, "the legacy Slurm file would mix the two models"
 
 
+def test_the_script_upload_can_change_nothing_outside_the_lifecycle_prefix(hp):
+    """aws-cdk-lib grants the BucketDeployment handler read-write on the whole data bucket."""
+    statements = [
+        statement
+        for policy in hp.template.find_resources("AWS::IAM::Policy").values()
+        if "CDKBucketDeployment" in json.dumps(policy["Properties"]["Roles"])
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    (deny,) = [s for s in statements if s["Effect"] == "Deny"]
+    assert deny["Action"] == ["s3:Abort*", "s3:DeleteObject*", "s3:PutObject*"]
+    join = deny["NotResource"]["Fn::Join"]
+    assert "StoreDataBucket" in json.dumps(join[1][0]) and join[1][1:] == [f"/{LIFECYCLE_PREFIX}*"], join
+
+
 def test_lifecycle_parameters_name_groups_partitions_file_system_and_image(hp):
     props = deployment(hp)
     markers = {k: json.dumps(v) for m in props["SourceMarkers"] for k, v in m.items()}

@@ -198,6 +198,34 @@ def test_execution_role_reads_only_models_and_adapters(inference):
     assert by_sid["EndpointNetworkInterfaces"]["Condition"]["ArnEquals"]["ec2:Vpc"], "ENIs limited to the VPC"
 
 
+def test_the_stack_owns_the_endpoints_log_group_under_the_project_key(inference):
+    endpoint = inference.find_resources("AWS::SageMaker::Endpoint")
+    ((endpoint_id, endpoint),) = endpoint.items()
+    groups = {
+        logical_id: group
+        for logical_id, group in inference.find_resources("AWS::Logs::LogGroup").items()
+        if "LogGroupName" in group["Properties"]
+    }
+    ((group_id, group),) = groups.items()
+    name = endpoint["Properties"]["EndpointName"]
+    prefix, suffix = name["Fn::Join"][1]
+    # SageMaker writes an endpoint's logs to /aws/sagemaker/Endpoints/<EndpointName>.
+    assert group["Properties"]["LogGroupName"] == {
+        "Fn::Join": ["", [f"/aws/sagemaker/Endpoints/{prefix}", suffix]]
+    }
+    assert prefix == "llmft-lmi-", "lower case, as SageMaker writes endpoint names in ARNs"
+    # The head of the stack's UUID: a redeploy after a deletion gets a new name, clear of the retained group.
+    assert suffix["Fn::Select"][0] == 0 and "AWS::StackId" in json.dumps(suffix)
+    assert group["Properties"]["RetentionInDays"] == 90 and "StoreProjectKey" in json.dumps(
+        group["Properties"]
+    )
+    assert group["DeletionPolicy"] == "Retain"
+    assert group_id in endpoint["DependsOn"], "the group exists before SageMaker writes to it"
+    (logs,) = [s for s in statements(inference, "LmiExecutionPolicy") if s["Sid"] == "EndpointLogs"]
+    assert logs["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
+    assert logs["Resource"] == {"Fn::GetAtt": [group_id, "Arn"]}, "this endpoint's group only"
+
+
 def test_manifest_events_of_the_data_bucket_start_the_registration(full_app, inference):
     rule = only(inference, "AWS::Events::Rule")
     pattern = rule["EventPattern"]
@@ -246,6 +274,19 @@ def definition(inference):
 def test_state_machine_is_logged_traced_and_bounded(inference):
     machine = only(inference, "AWS::StepFunctions::StateMachine")
     assert machine["TracingConfiguration"] == {"Enabled": True}
+    assert machine["EncryptionConfiguration"]["Type"] == "CUSTOMER_MANAGED_KMS_KEY"
+    assert "StoreProjectKey" in json.dumps(machine["EncryptionConfiguration"]["KmsKeyId"])
+    assert machine["StateMachineName"] == "LlmFt-Inference-AdapterRegistration", "CDK's key grant names it"
+    # The rule's role starts the machine; a data key for that machine's execution data, nothing more.
+    (events_policy,) = [
+        p
+        for p in inference.find_resources("AWS::IAM::Policy")
+        if p.startswith("AdapterRegistrationEventsRole")
+    ]
+    granted = inference.find_resources("AWS::IAM::Policy")[events_policy]["Properties"]["PolicyDocument"]
+    (key_use,) = [s for s in granted["Statement"] if s["Action"] == "kms:GenerateDataKey"]
+    context = key_use["Condition"]["StringEquals"]["kms:EncryptionContext:aws:states:stateMachineArn"]
+    assert context == {"Ref": next(iter(inference.find_resources("AWS::StepFunctions::StateMachine")))}
     assert machine["LoggingConfiguration"]["Level"] == "ALL"
     inference.has_resource_properties(
         "AWS::Logs::LogGroup", {"KmsKeyId": Match.any_value(), "RetentionInDays": 90}

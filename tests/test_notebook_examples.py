@@ -150,3 +150,27 @@ def test_dataset_info_describes_the_sample_dataset_for_llamafactory():
     assert (EXAMPLES_DIR / "data" / entry["file_name"]).is_file()
     assert entry["formatting"] == "alpaca"
     assert entry["columns"] == {"prompt": "instruction", "query": "input", "response": "output"}
+
+
+def test_the_qlora_notebook_releases_its_adapter_without_replacing_one(tmp_path):
+    """The release cell as the notebook runs it, against moto's S3 (which answers an existing key under
+    If-None-Match with 412 PreconditionFailed, as the S3 User Guide's conditional writes describe)."""
+    import boto3
+    from moto import mock_aws
+
+    nb = nbformat.read(EXAMPLES_DIR / EXPECTED[0], as_version=4)
+    (release,) = [cell.source for cell in nb.cells if cell.source.startswith("released = []")]
+    output = tmp_path / "demo"
+    output.mkdir()
+    (output / "adapter_config.json").write_text("{}")
+    (output / "adapter_model.safetensors").write_bytes(b"weights")
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="llmft-data")
+        scope = {"s3": s3, "BUCKET": "llmft-data", "ADAPTER_NAME": "demo", "OUTPUT_DIR": output}
+        exec(release, dict(scope))
+        (output / "adapter_model.safetensors").write_bytes(b"retrained")
+        with pytest.raises(SystemExit, match="adapters/demo/adapter_config.json exists already"):
+            exec(release, dict(scope))
+        stored = s3.get_object(Bucket="llmft-data", Key="adapters/demo/adapter_model.safetensors")
+        assert stored["Body"].read() == b"weights", "the released adapter is kept"

@@ -1,5 +1,7 @@
 """Notebook stack: network and security settings, lifecycle config, role scope, example deployment."""
 
+import json
+
 import aws_cdk as cdk
 import pytest
 from aws_cdk import aws_stepfunctions as sfn
@@ -152,10 +154,14 @@ def test_role_reads_and_writes_only_its_data_prefixes(template):
         f"<ref>/{prefix}*" for prefix in ["datasets/", "models/", "adapters/", "training/", "notebooks/"]
     )
     assert prefixes(by_action[str(["s3:AbortMultipartUpload", "s3:PutObject"])]) == [
-        "<ref>/adapters/*",
         "<ref>/datasets/*",
         "<ref>/training/notebook-*",
-    ], "writes only to datasets/, adapters/ and its own training/notebook-* artifacts"
+    ], "writes only to datasets/ and its own training/notebook-* artifacts"
+    create_only = by_action["s3:PutObject"]
+    assert prefixes(create_only) == ["<ref>/adapters/*"]
+    # S3 User Guide, "Enforce conditional writes": the header must be present, so an existing adapter,
+    # manifest or served archive is never replaced.
+    assert create_only["Condition"] == {"Null": {"s3:if-none-match": "false"}}
     kms = by_action[str(["kms:Decrypt", "kms:GenerateDataKey"])]
     assert stack_output(kms["Resource"], "LlmFt-Data", "StoreProjectKey")
     assert list(kms["Condition"]["StringEquals"]) == ["kms:ViaService"], "the key only through S3"
@@ -219,7 +225,9 @@ def with_state_machine(tmp_path_factory):
     app = cdk.App(context=context, outdir=str(tmp_path_factory.mktemp("cdk-notebook-sfn")))
     config = load_config(context[CONTEXT_KEY])
     data = DataStack(app, "T-Data", config=config.data)
-    network = NetworkStack(app, "T-Network", config=config.network, key=data.store.key)
+    network = NetworkStack(
+        app, "T-Network", config=config.network, key=data.store.key, data_bucket=data.store.data_bucket
+    )
     pipeline = cdk.Stack(app, "T-Pipeline")
     state_machine = sfn.StateMachine(
         pipeline, "Training", definition_body=sfn.DefinitionBody.from_chainable(sfn.Pass(pipeline, "Train"))
@@ -324,3 +332,10 @@ def test_full_app_wires_the_pipeline_and_the_endpoint_into_the_role(template):
     # The machine's Name attribute: an execution ARN is execution:<state machine name>:<execution>.
     assert stack_output(refs[-1], "LlmFt-TrainingPipeline", "FnGetAttPipelineStateMachine"), refs
     assert "Name" in refs[-1]["Fn::GetStackOutput"]["OutputName"], refs
+    # The machine's data is under the project key: a data key to start, kms:Decrypt to describe, for it alone.
+    context = "kms:EncryptionContext:aws:states:stateMachineArn"
+    (decrypt,) = [s for s in statements if context in json.dumps(s.get("Condition", {}))]
+    assert decrypt["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+    assert stack_output(decrypt["Resource"], "LlmFt-Data", "StoreProjectKey")
+    machine = decrypt["Condition"]["StringEquals"][context]
+    assert stack_output(machine, "LlmFt-TrainingPipeline", "RefPipelineStateMachine"), machine

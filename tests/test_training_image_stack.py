@@ -110,6 +110,16 @@ def test_deploy_waits_for_the_build_through_a_custom_resource(default_app, templ
     # query interval 60 s x 60 attempts: the 1-hour maximum a deploy may wait for the build.
     assert '\\"IntervalSeconds\\":60,\\"MaxAttempts\\":60' in definition, definition[:400]
     assert waiter["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+    assert waiter["Properties"]["TracingConfiguration"] == {"Enabled": True}
+    role = waiter["Properties"]["RoleArn"]["Fn::GetAtt"][0]
+    traced = [
+        statement
+        for policy in template.find_resources("AWS::IAM::Policy").values()
+        if policy["Properties"]["Roles"] == [{"Ref": role}]
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "xray:PutTraceSegments" in statement["Action"]
+    ]
+    assert len(traced) == 1, "the waiter's role may send its traces"
 
 
 def test_handlers_use_own_roles_without_aws_managed_policies(template):

@@ -49,6 +49,23 @@ def test_standard_state_machine_with_tracing_and_full_logging(default_app):
     )
 
 
+def test_execution_data_is_under_the_project_key_and_only_this_machine_may_use_it(default_app):
+    template = default_app.template(default_app.stacks.training_pipeline)
+    properties = state_machine_properties(template)
+    encryption = properties["EncryptionConfiguration"]
+    assert encryption["Type"] == "CUSTOMER_MANAGED_KMS_KEY"
+    assert "StoreProjectKey" in json.dumps(encryption["KmsKeyId"])
+    assert properties["StateMachineName"] == "LlmFt-TrainingPipeline-Training"
+    (key_use,) = [
+        s
+        for s in _policy_statements(template, "StateMachineRole")
+        if "kms:EncryptionContext:aws:states:stateMachineArn" in json.dumps(s)
+    ]
+    machine_arn = key_use["Condition"]["StringEquals"]["kms:EncryptionContext:aws:states:stateMachineArn"]
+    # CDK builds this ARN from the machine's name; with a generated name it would end in "stateMachine:".
+    assert machine_arn["Fn::Join"][1][-1] == ":stateMachine:LlmFt-TrainingPipeline-Training", machine_arn
+
+
 def test_rendered_definition_passes_the_asl_validator(synthesized, tmp_path):
     template = synthesized.template(synthesized.stacks.training_pipeline)
     values = {**TEST_VALUES, "TopicArn": "arn:aws:sns:us-east-1:123456789012:llmft"}
@@ -108,6 +125,38 @@ def test_training_role_reads_inputs_and_writes_only_outputs(default_app):
     assert not {"s3:*", "s3:DeleteObject", "s3:PutObjectAcl", "secretsmanager:GetSecretValue"} & all_actions
     (grant,) = _statements_with(statements, "kms:CreateGrant")
     assert grant["Condition"] == {"Bool": {"kms:GrantIsForAWSResource": "true"}}
+
+
+def test_training_role_changes_network_interfaces_only_in_the_projects_vpc(default_app):
+    statements = _policy_statements(
+        default_app.template(default_app.stacks.training_pipeline), "TrainingRole"
+    )
+    (changes,) = _statements_with(statements, "ec2:CreateNetworkInterface")
+    assert sorted(_actions(changes)) == [
+        "ec2:CreateNetworkInterface",
+        "ec2:CreateNetworkInterfacePermission",
+        "ec2:DeleteNetworkInterface",
+        "ec2:DeleteNetworkInterfacePermission",
+    ]
+    assert list(changes["Condition"]) == ["ArnEquals"]
+    vpc = changes["Condition"]["ArnEquals"]["ec2:Vpc"]
+    assert "NetworkVpc" in json.dumps(vpc) and ":vpc/" in json.dumps(vpc), vpc
+    # What stays on "*": calls that take no resource (CDK merges ECR's login into the same statement).
+    (describe,) = _statements_with(statements, "ec2:DescribeSubnets")
+    assert all(a.startswith("ec2:Describe") or a == "ecr:GetAuthorizationToken" for a in _actions(describe))
+
+
+def test_a_customer_key_on_the_token_secret_is_usable_only_through_secrets_manager(tmp_path_factory):
+    key_arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    app = synthesize(
+        tmp_path_factory.mktemp("cdk-hf-key"),
+        {"training": {"hf_token_secret_name": "llmft/hf-token", "hf_token_kms_key_arn": key_arn}},
+    )
+    statements = _policy_statements(app.template(app.stacks.training_pipeline), "TrainingRole")
+    (decrypt,) = [s for s in statements if s["Resource"] == key_arn]
+    assert _actions(decrypt) == ["kms:Decrypt"]
+    via = decrypt["Condition"]["StringEquals"]["kms:ViaService"]
+    assert via == {"Fn::Join": ["", ["secretsmanager.", {"Ref": "AWS::Region"}, ".amazonaws.com"]]}
 
 
 def test_training_role_reads_only_the_configured_token_secret(full_app):

@@ -128,6 +128,10 @@ def test_lora_run_writes_adapter_merged_model_and_metrics_without_leaking_the_to
     assert TOKEN not in out and TOKEN not in err, "the token was printed"
     assert files_containing(tmp_path, TOKEN) == [], "the token was written to disk"
     assert not (root / "output" / "failure").exists()
+    # LLaMA-Factory prints its first tokenized example decoded; the job log gets token counts only.
+    for row in alpaca_rows(20)[:10]:
+        assert row["instruction"] not in out + err, f"dataset text reached the log: {row['instruction']!r}"
+    assert "input_ids: " in out and "text withheld" in out
 
 
 def set_max_steps(root: Path, max_steps: int) -> None:

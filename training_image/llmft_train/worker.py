@@ -24,6 +24,9 @@ def run(mode: str, config: dict) -> None:
 
         from llmft_train import speedups
         from llmft_train.callbacks import ProgressCallback
+        from llmft_train.log_privacy import withhold_dataset_text
+
+        withhold_dataset_text()
 
         names = speedups.planned_speedups(
             config, has_cuda=torch.cuda.is_available(), world_size=int(os.environ.get("WORLD_SIZE", "1"))
