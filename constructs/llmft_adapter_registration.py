@@ -15,6 +15,7 @@ from aws_cdk import aws_stepfunctions_tasks as tasks
 from cdk_nag import NagPackSuppression, NagSuppressions
 
 from constructs import Construct
+from constructs import llmft_compliance as compliance
 from constructs.llmft_execution_data import STARTS, grant_execution_data
 from constructs.llmft_logs import encrypted_log_group
 from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack, logical_id
@@ -125,6 +126,7 @@ class AdapterRegistration(Construct):
 
         # The rule's own role: it starts this machine, whose execution data is under the project key.
         events_role = iam.Role(self, "EventsRole", assumed_by=iam.ServicePrincipal("events.amazonaws.com"))
+        self.events_role = events_role
         grant_execution_data(events_role, key, self.state_machine.state_machine_arn, STARTS)
         self.rule = events.Rule(
             self,
@@ -403,4 +405,32 @@ class AdapterRegistration(Construct):
                     applies_to=["Action::kms:GenerateDataKey*"],
                 ),
             ],
+        )
+        self._suppress_compliance_findings(planner_role)
+
+    def _suppress_compliance_findings(self, planner_role: iam.Role) -> None:
+        """HIPAA Security and NIST 800-53 rules that do not fit the registration, each with its reason."""
+        compliance.inline_policy(
+            planner_role.node.find_child("DefaultPolicy"),
+            "The registration planner's role: write its own logs, nothing else",
+        )
+        compliance.inline_policy(
+            self.state_machine.role.node.find_child("DefaultPolicy"),
+            "The registration state machine's role: read manifests, release adapter archives, create and "
+            "update this deployment's adapter inference components, notify",
+        )
+        compliance.inline_policy(
+            self.events_role.node.find_child("DefaultPolicy"),
+            "The manifest rule's role: start the registration state machine",
+        )
+        compliance.lambda_rules(
+            self.planner,
+            does="The registration planner turns an adapter manifest into component names and S3 keys",
+            invoked="Invoked synchronously by the registration state machine's Task, whose Catch reports "
+            "a bad manifest on the project's topic. A dead-letter queue only receives asynchronous "
+            "invocations, so it would never get one.",
+            concurrency="Runs once per adapter manifest written; it computes names from the manifest in "
+            "milliseconds, and a reservation would take capacity from every other function in the account.",
+            network="Makes no network call at all: it plans the registration from its input (pure code), "
+            "so there is nothing a VPC would contain.",
         )

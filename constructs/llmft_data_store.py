@@ -6,6 +6,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 
 from constructs import Construct
+from constructs import llmft_compliance as compliance
 from project_config.data import DataConfig
 
 # The data bucket's layout; training, serving and HyperPod all rely on these prefixes.
@@ -107,4 +108,27 @@ class DataStore(Construct):
             event_bridge_configuration=s3.CfnBucket.EventBridgeConfigurationProperty(
                 event_bridge_enabled=True
             )
+        )
+        self._suppress_compliance_findings()
+
+    def _suppress_compliance_findings(self) -> None:
+        """HIPAA Security and NIST 800-53 rules that do not fit the store, each with its reason."""
+        compliance.suppress_in_packs(
+            self.access_log_bucket,
+            "S3DefaultEncryptionKMS",
+            "S3 server access logging delivers only to a bucket encrypted with SSE-S3 (S3 User Guide, "
+            "'Enabling Amazon S3 server access logging'); the logs hold request metadata, no object data.",
+        )
+        compliance.suppress_in_packs(
+            self.data_bucket,
+            "S3BucketReplicationEnabled",
+            "Replication needs a second bucket and key in another Region, which decides where training data "
+            "and adapters may live (data residency): the operator's choice, not a default. The bucket is "
+            "versioned and retained, so no object is lost by an overwrite or a stack deletion.",
+        )
+        compliance.suppress_in_packs(
+            self.access_log_bucket,
+            "S3BucketReplicationEnabled",
+            "Access logs of the data bucket, kept for the configured days and retained with the stack; "
+            "a copy in another Region adds nothing the data bucket's own replication choice would not.",
         )

@@ -11,6 +11,7 @@ from aws_cdk import aws_sagemaker as sagemaker
 from cdk_nag import NagPackSuppression, NagSuppressions
 
 from constructs import Construct
+from constructs import llmft_compliance as compliance
 from constructs.llmft_logs import encrypted_log_group
 from constructs.llmft_nag import arn_of_other_stack
 from inference.lmi import lmi_environment, lmi_images, model_source
@@ -149,6 +150,14 @@ class LmiEndpoint(Construct):
             ],
         )
         self.endpoint_config.node.add_dependency(policy)
+        if volume_key is None:
+            compliance.suppress_in_packs(
+                self.endpoint_config,
+                "SageMakerEndpointConfigurationKMSKeyConfigured",
+                f"{config.instance_type} has NVMe instance storage, which SageMaker encrypts in hardware and "
+                "for which CreateEndpointConfig rejects a KmsKeyId; the model and adapters it serves stay "
+                "under the project key in S3.",
+            )
         self.endpoint = sagemaker.CfnEndpoint(
             self,
             "Endpoint",
@@ -253,6 +262,9 @@ class LmiEndpoint(Construct):
                     applies_to=["Resource::*"],
                 ),
             ],
+        )
+        compliance.inline_policy(
+            policy, "The LMI endpoint's role: read models and adapters, pull the LMI image, attach to the VPC"
         )
         return policy
 

@@ -7,6 +7,7 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 
 from constructs import Construct
+from constructs import llmft_compliance as compliance
 
 # A partition in findings: a pseudo parameter (env-agnostic) or a literal (fixed environment).
 ANY_PARTITION = "(<AWS::Partition>|aws[a-z-]*)"
@@ -96,7 +97,24 @@ def suppress_bucket_deployment(stack: Stack, data_bucket: s3.IBucket, *, copies:
             NagPackSuppression(
                 id="AwsSolutions-L1",
                 reason="The BucketDeployment handler's runtime is pinned by aws-cdk-lib together with "
-                "its bundled AWS CLI layer; it moves with aws-cdk-lib upgrades, not with this project.",
+                "its bundled AWS CLI layer; it moves with aws-cdk-lib upgrades, not with this project. "
+                f"The handler {copies}.",
             )
         ],
+    )
+    compliance.inline_policy(
+        role.node.find_child("DefaultPolicy"),
+        f"aws-cdk-lib's BucketDeployment handler role: it {copies}",
+    )
+    compliance.lambda_rules(
+        handler,
+        does=f"aws-cdk-lib's BucketDeployment handler {copies}",
+        invoked="Invoked by CloudFormation for the deployment resource; CloudFormation waits for its answer "
+        "and fails the deploy without one, which is where an operator looks. A dead-letter queue would "
+        "hold an event nothing replays.",
+        concurrency="Runs only while CloudFormation deploys this stack (once per changed deployment), so "
+        "deploys bound its concurrency; a reservation would take capacity from every other function.",
+        network="Copies from CDK's bootstrap asset bucket, which the VPC's S3 endpoint policy does not "
+        "admit (it admits the project's data bucket and AWS's read-only buckets): inside the VPC the copy "
+        "would be refused.",
     )

@@ -1,12 +1,13 @@
 """The private network every workload runs in: VPC, flow logs, VPC endpoints, security groups."""
 
-from aws_cdk import Aws
+from aws_cdk import Aws, Names
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 
 from constructs import Construct
+from constructs import llmft_compliance as compliance
 from constructs.llmft_logs import encrypted_log_group
 from project_config.network import NetworkConfig
 
@@ -138,6 +139,30 @@ class TrainingNetwork(Construct):
             allow_all_outbound=False,
         )
         self.inference_security_group.add_egress_rule(ec2.Peer.any_ipv4(), HTTPS, "HTTPS out")
+        self._suppress_compliance_findings()
+
+    def _suppress_compliance_findings(self) -> None:
+        """HIPAA Security and NIST 800-53 rules that do not fit the network, each with its reason."""
+        compliance.inline_policy(
+            self.vpc.node.find_child("FlowLog").node.find_child("IAMRole").node.find_child("DefaultPolicy"),
+            "The flow log's role (written by aws-cdk-lib): deliver the VPC's flow logs to their log group",
+        )
+        group = self.training_security_group
+        compliance.suppress_in_packs(
+            group.node.find_child(f"from {Names.unique_id(group)}:ALL TRAFFIC"),
+            "EC2RestrictedCommonPorts",
+            "All traffic is admitted only from this same group, the nodes of one training job: NCCL over EFA "
+            "uses arbitrary ports, and EFA requires a group that admits all traffic from itself. Nothing "
+            "outside the job can use it.",
+        )
+        for subnet in self.vpc.public_subnets:
+            compliance.suppress_in_packs(
+                subnet.node.find_child("DefaultRoute"),
+                "VPCNoUnrestrictedRouteToIGW",
+                f"The route of NAT subnet {subnet.node.id} to the internet gateway is how its NAT gateway "
+                "reaches the internet for the private subnets; only the NAT gateway lives in this subnet, "
+                "and no instance gets a public address here.",
+            )
 
 
 def s3_endpoint_statements(data_bucket: s3.IBucket) -> list[iam.PolicyStatement]:

@@ -20,6 +20,7 @@ from aws_cdk import aws_stepfunctions as sfn
 from cdk_nag import NagPackSuppression, NagSuppressions, RegexAppliesTo
 
 from constructs import Construct
+from constructs import llmft_compliance as compliance
 from constructs.llmft_deployment import fenced_deployment
 from constructs.llmft_execution_data import READS, STARTS, grant_execution_data
 from constructs.llmft_nag import (
@@ -272,6 +273,20 @@ class LlamaFactoryNotebook(Construct):
             copies="copies the example notebooks, a Deny statement beside the grants limiting every write "
             "and delete to notebooks/examples/",
         )
+        compliance.inline_policy(
+            self.access_policy,
+            "The notebook role's data access: read the project's data prefixes, write datasets/ and its own "
+            "archives, create under adapters/, write its lifecycle logs",
+        )
+        compliance.inline_policy(
+            self.self_stop_policy, "The notebook role's idle stop: stop this one notebook instance"
+        )
+        if grants is not None:
+            compliance.inline_policy(
+                grants,
+                "The notebook role's other grants: start and read the training state machine's executions, "
+                "call the project's endpoint",
+            )
 
 
 def _data_access_statements(stack: Stack, bucket: s3.IBucket, key: kms.IKey) -> list[iam.PolicyStatement]:

@@ -20,6 +20,7 @@ from aws_cdk import custom_resources as cr
 from cdk_nag import NagSuppressions
 
 from constructs import Construct
+from constructs import llmft_compliance as compliance
 from constructs.llmft_logs import encrypted_log_group
 from constructs.llmft_nag import ANY_PARTITION
 from project_config.training import TrainingConfig
@@ -217,6 +218,9 @@ class TrainingImageBuild(Construct):
         )
         _trace_waiter(provider)
         self._suppress_provider_findings(provider, [on_event_role, waiter_role])
+        self._suppress_compliance_findings(
+            provider, start=start, check=check, framework_roles=[on_event_role, waiter_role]
+        )
         return CustomResource(
             self,
             "Image",
@@ -230,6 +234,105 @@ class TrainingImageBuild(Construct):
                 "ImageUri": tagged_uri,
             },
         )
+
+    def _suppress_compliance_findings(
+        self,
+        provider: cr.Provider,
+        *,
+        start: lambda_.Function,
+        check: lambda_.Function,
+        framework_roles: list[iam.Role],
+    ) -> None:
+        """HIPAA Security and NIST 800-53 rules that do not fit the image build, each with its reason."""
+        compliance.suppress_in_packs(
+            self.project,
+            "CodeBuildProjectSourceRepoUrl",
+            "The build's source is the image's build context, staged by CDK as a zip in the bootstrap asset "
+            "bucket (source type S3). The rule asks GitHub and Bitbucket sources to use OAuth; there is no "
+            "repository connection here to authenticate.",
+        )
+        compliance.inline_policy(
+            self.project.role.node.find_child("DefaultPolicy"),
+            "The image build's role: read its source zip, pull the DLC base image, push to the repository",
+        )
+        deploy_only = (
+            "Runs only while CloudFormation deploys this stack (one image build per deploy), so deploys "
+            "bound its concurrency; a reservation would take capacity from every other function in the "
+            "account."
+        )
+        outside_vpc = (
+            "Calls only the CodeBuild and ECR APIs about this stack's own project and repository, with no "
+            "project data; the build itself runs outside the VPC too, as the VPC may have no NAT."
+        )
+        for function, role_does, does, invoked in (
+            (
+                start,
+                "The build starter's role: start this project's build, look up the image tag in ECR",
+                "The build starter starts the image build unless the tag is in ECR already",
+                "Invoked synchronously by the provider framework's onEvent function; a failure fails the "
+                "deploy with its message. A dead-letter queue only receives asynchronous invocations.",
+            ),
+            (
+                check,
+                "The build checker's role: read this project's build status",
+                "The build checker reports whether the image build has finished",
+                "Invoked synchronously by the provider framework's isComplete function once a minute; a "
+                "failure fails the deploy with its message. A dead-letter queue only receives asynchronous "
+                "invocations.",
+            ),
+        ):
+            compliance.inline_policy(function.role.node.find_child("DefaultPolicy"), role_does)
+            compliance.lambda_rules(
+                function, does=does, invoked=invoked, concurrency=deploy_only, network=outside_vpc
+            )
+        framework = (
+            (
+                "framework-onEvent",
+                "aws-cdk-lib's provider framework onEvent function hands the build resource's events to "
+                "the build starter",
+                "Invoked by CloudFormation for the resource's create, update and delete; CloudFormation "
+                "waits for its answer and fails the deploy without one, which is where an operator looks. "
+                "A dead-letter queue would hold an event nothing replays.",
+            ),
+            (
+                "framework-isComplete",
+                "aws-cdk-lib's provider framework isComplete function asks the build checker whether the "
+                "build is done",
+                "Invoked synchronously by the framework's waiter state machine, whose own retries and logs "
+                "cover a failure. A dead-letter queue only receives asynchronous invocations.",
+            ),
+            (
+                "framework-onTimeout",
+                "aws-cdk-lib's provider framework onTimeout function ends a build wait that ran too long",
+                "Invoked synchronously by the waiter state machine; it reports the failure to "
+                "CloudFormation. A dead-letter queue only receives asynchronous invocations.",
+            ),
+        )
+        for name, does, invoked in framework:
+            compliance.lambda_rules(
+                provider.node.find_child(name),
+                does=does,
+                invoked=invoked,
+                concurrency=deploy_only,
+                network="It calls Lambda, Step Functions and CloudFormation's response URL about this "
+                "stack's build only, with no project data.",
+            )
+        on_event_role, waiter_role = framework_roles
+        waiter_machine_role = provider.node.find_child("waiter-state-machine").node.find_child("Role")
+        for role, does in (
+            (on_event_role, "The provider framework onEvent function's role: invoke the build starter, log"),
+            (
+                waiter_role,
+                "The provider framework's isComplete and onTimeout functions' role: invoke the "
+                "build checker, log",
+            ),
+            (
+                waiter_machine_role,
+                "The provider framework's waiter state machine's role: invoke isComplete "
+                "and onTimeout, log, trace",
+            ),
+        ):
+            compliance.inline_policy(role.node.find_child("DefaultPolicy"), does)
 
     def _handler(
         self, construct_id: str, handler: str, code: lambda_.Code, key: kms.IKey, config: TrainingConfig
@@ -253,14 +356,14 @@ class TrainingImageBuild(Construct):
         # The framework may invoke any version of the handler functions it was given: `<fn arn>:*`.
         function_versions = {"regex": "/^Resource::<[A-Za-z0-9]+\\.Arn>:\\*$/"}
         waiter = provider.node.find_child("waiter-state-machine")
-        for policy in [role.node.find_child("DefaultPolicy") for role in roles]:
+        for role, invokes in zip(roles, ("the build starter", "the build checker"), strict=True):
             NagSuppressions.add_resource_suppressions(
-                policy,
+                role.node.find_child("DefaultPolicy"),
                 [
                     {
                         "id": "AwsSolutions-IAM5",
-                        "reason": "the provider framework invokes the versions of this construct's own "
-                        "handler functions (<function arn>:*), written by aws-cdk-lib",
+                        "reason": f"the provider framework function with this role invokes {invokes} "
+                        "under any version of its ARN (<function arn>:*), as aws-cdk-lib grants it",
                         "appliesTo": [function_versions],
                     }
                 ],

@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 from aws_cdk.assertions import Annotations, Match
 
+from app import NAG_PACKS
 from tools import nag_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 
-NAG_MESSAGE = Match.string_like_regexp(r"(AwsSolutions-|CdkNagValidationFailure)")
+NAG_MESSAGE = Match.string_like_regexp(
+    r"(AwsSolutions-|HIPAA\.Security-|NIST\.800\.53\.R5-|CdkNagValidationFailure)"
+)
+# The report name of each pack app.py runs (cdk-nag's `readPackName`).
+PACK_NAMES = ["AwsSolutions", "HIPAA.Security", "NIST.800.53.R5"]
 
 
 @pytest.fixture(params=["default_app", "full_app"])
@@ -27,20 +32,38 @@ def test_no_unsuppressed_nag_finding(synthesized):
         assert not findings, f"{stack.stack_name}: " + "\n".join(str(f.entry.data) for f in findings)
 
 
-def test_every_stack_has_a_nag_report_and_every_suppression_a_reason(synthesized):
-    reports = nag_summary.load_reports(synthesized.out_dir)
-    assert sorted(reports) == sorted(stack.stack_name for stack in synthesized.stacks.all())
-    for stack, lines in reports.items():
-        assert lines, f"{stack}: the AwsSolutions pack checked nothing"
-        for line in lines:
-            if line["compliance"] == nag_summary.SUPPRESSED:
-                assert len(line["exceptionReason"]) >= 30, f"{stack} {line['ruleId']}: reason too thin"
+def test_every_stack_has_a_report_of_every_pack_and_every_suppression_a_reason(synthesized):
+    assert len(NAG_PACKS) == len(PACK_NAMES)
+    packs = nag_summary.load_packs(synthesized.out_dir)
+    assert sorted(packs) == sorted(PACK_NAMES)
+    for pack, reports in packs.items():
+        assert sorted(reports) == sorted(stack.stack_name for stack in synthesized.stacks.all()), pack
+        for stack, lines in reports.items():
+            assert lines, f"{stack}: the {pack} pack checked nothing"
+            for line in lines:
+                assert line["compliance"] not in nag_summary.OPEN, f"{pack} {stack}: {line}"
+                if line["compliance"] == nag_summary.SUPPRESSED:
+                    assert len(line["exceptionReason"]) >= 30, f"{stack} {line['ruleId']}: reason too thin"
+
+
+def test_no_two_suppressions_of_a_pack_share_a_reason(synthesized):
+    """Each reason says what its resource does and why the rule does not fit there: no boilerplate."""
+    for pack, reports in nag_summary.load_packs(synthesized.out_dir).items():
+        seen: dict[str, tuple[str, str]] = {}
+        for stack, lines in reports.items():
+            for line in lines:
+                if line["compliance"] != nag_summary.SUPPRESSED:
+                    continue
+                where = (line["ruleId"], f"{stack} {line['resourceId']}")
+                first = seen.setdefault(line["exceptionReason"], where)
+                assert first == where, f"{pack}: {where} and {first} share {line['exceptionReason']!r}"
 
 
 def test_summary_lists_suppressions_and_passes_clean_reports(synthesized):
     assert nag_summary.main(["nag_summary", str(synthesized.out_dir)]) == 0
     summary = (synthesized.out_dir / "nag-summary.md").read_text()
-    assert "Open findings: 0" in summary
+    for pack in PACK_NAMES:
+        assert f"- {pack}: 0 open findings" in summary
     for stack in synthesized.stacks.all():
         assert f"## {stack.stack_name}" in summary
 

@@ -1,0 +1,35 @@
+"""Suppressions for the HIPAA Security and NIST 800-53 rev 5 packs, one resource and one rule at a time.
+
+Both packs share these rule names (`<pack>-<rule>`); a rule that does not fit this design is suppressed on
+the one resource it flags, in both packs, with the reason it does not fit there.
+"""
+
+from cdk_nag import NagPackSuppression, NagSuppressions
+
+from constructs import Construct
+
+COMPLIANCE_PACKS = ("HIPAA.Security", "NIST.800.53.R5")
+
+
+def suppress_in_packs(resource: Construct, rule: str, reason: str) -> None:
+    """`rule` (as both packs name it, e.g. 'IAMNoInlinePolicy') on `resource`, in each pack."""
+    NagSuppressions.add_resource_suppressions(
+        resource, [NagPackSuppression(id=f"{pack}-{rule}", reason=reason) for pack in COMPLIANCE_PACKS]
+    )
+
+
+def inline_policy(policy: Construct, what: str) -> None:
+    """IAMNoInlinePolicy on a policy attached to exactly one role: `what` says what the role does."""
+    suppress_in_packs(
+        policy,
+        "IAMNoInlinePolicy",
+        f"{what}. The statements are this one role's and are created and deleted with it; a customer "
+        "managed policy would be a separate object that other roles could attach, which nothing should.",
+    )
+
+
+def lambda_rules(function: Construct, *, does: str, invoked: str, concurrency: str, network: str) -> None:
+    """LambdaDLQ, LambdaConcurrency and LambdaInsideVPC on one function: `does` names the function."""
+    suppress_in_packs(function, "LambdaDLQ", f"{does}. {invoked}")
+    suppress_in_packs(function, "LambdaConcurrency", f"{does}. {concurrency}")
+    suppress_in_packs(function, "LambdaInsideVPC", f"{does}. {network}")
