@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 CDK := node_modules/.bin/cdk
 LAMBDA_DEPS := build/lambda-python
+# checkov pins older boto3/botocore than the app does: it gets a venv of its own.
+CHECKOV_VENV := .venv-checkov
 # jsii's banner about Node 20's end of life is noise for a pinned toolchain; no AWS call is made.
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
@@ -34,6 +36,12 @@ $(LAMBDA_DEPS)/.installed: requirements-lambda.txt $(VENV)/.installed
 	rm -rf $(LAMBDA_DEPS)/bin
 	touch $@
 
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --no-deps -r requirements-checkov.txt
+	touch $@
+
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -48,8 +56,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test-cdk: synth lint
+test-cdk: synth lint $(CHECKOV_VENV)/.installed
 	$(BIN)/cfn-lint --config-file .cfnlintrc.yaml
+	$(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml \
+		-f cdk.out/*.template.json cdk.out/security-review/*.template.json
 	$(BIN)/pytest tests --ignore=tests/training_image
 
 test-image:
@@ -58,4 +68,4 @@ test-image:
 test: test-cdk test-image
 
 clean:
-	rm -rf cdk.out $(VENV) .venv-train node_modules build
+	rm -rf cdk.out $(VENV) .venv-train $(CHECKOV_VENV) node_modules build

@@ -217,6 +217,8 @@ class TrainingPipeline(Construct):
             role=role,
             log_group=logs,
             environment=environment,
+            # Names and ARNs only, no secret; under the project key all the same, as every data store is.
+            environment_encryption=key,
             # Importing jsonschema and the recipes takes about a second; the S3 checks a few more.
             timeout=Duration.seconds(60),
             memory_size=512,
