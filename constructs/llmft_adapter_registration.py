@@ -409,7 +409,7 @@ class AdapterRegistration(Construct):
         self._suppress_compliance_findings(planner_role)
 
     def _suppress_compliance_findings(self, planner_role: iam.Role) -> None:
-        """HIPAA Security and NIST 800-53 rules that do not fit the registration, each with its reason."""
+        """HIPAA Security, NIST 800-53 and PCI DSS rules that do not fit the registration, each with its reason."""
         compliance.inline_policy(
             planner_role.node.find_child("DefaultPolicy"),
             "The registration planner's role: write its own logs, nothing else",

@@ -1,14 +1,15 @@
-"""Suppressions for the HIPAA Security and NIST 800-53 rev 5 packs, one resource and one rule at a time.
+"""Suppressions for the HIPAA Security, NIST 800-53 rev 5 and PCI DSS 3.2.1 packs, one resource and one
+rule at a time.
 
-Both packs share these rule names (`<pack>-<rule>`); a rule that does not fit this design is suppressed on
-the one resource it flags, in both packs, with the reason it does not fit there.
+The packs share these rule names (`<pack>-<rule>`); a rule that does not fit this design is suppressed on
+the one resource it flags, in every pack that has it, with the reason it does not fit there.
 """
 
 from cdk_nag import NagPackSuppression, NagSuppressions
 
 from constructs import Construct
 
-COMPLIANCE_PACKS = ("HIPAA.Security", "NIST.800.53.R5")
+COMPLIANCE_PACKS = ("HIPAA.Security", "NIST.800.53.R5", "PCI.DSS.321")
 
 
 def suppress_in_packs(resource: Construct, rule: str, reason: str) -> None:

@@ -112,7 +112,7 @@ class DataStore(Construct):
         self._suppress_compliance_findings()
 
     def _suppress_compliance_findings(self) -> None:
-        """HIPAA Security and NIST 800-53 rules that do not fit the store, each with its reason."""
+        """HIPAA Security, NIST 800-53 and PCI DSS rules that do not fit the store, each with its reason."""
         compliance.suppress_in_packs(
             self.access_log_bucket,
             "S3DefaultEncryptionKMS",

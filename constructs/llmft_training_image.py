@@ -243,7 +243,7 @@ class TrainingImageBuild(Construct):
         check: lambda_.Function,
         framework_roles: list[iam.Role],
     ) -> None:
-        """HIPAA Security and NIST 800-53 rules that do not fit the image build, each with its reason."""
+        """HIPAA Security, NIST 800-53 and PCI DSS rules that do not fit the image build, each with its reason."""
         compliance.suppress_in_packs(
             self.project,
             "CodeBuildProjectSourceRepoUrl",

@@ -474,7 +474,7 @@ class TrainingPipeline(Construct):
         self._suppress_compliance_findings()
 
     def _suppress_compliance_findings(self) -> None:
-        """HIPAA Security and NIST 800-53 rules that do not fit the pipeline, each with its reason."""
+        """HIPAA Security, NIST 800-53 and PCI DSS rules that do not fit the pipeline, each with its reason."""
         compliance.inline_policy(
             self.training_role.node.find_child("DefaultPolicy"),
             "The training jobs' role: read datasets, models and checkpoints, write outputs and checkpoints",

@@ -14,10 +14,10 @@ from tools import nag_summary
 ROOT = Path(__file__).resolve().parent.parent
 
 NAG_MESSAGE = Match.string_like_regexp(
-    r"(AwsSolutions-|HIPAA\.Security-|NIST\.800\.53\.R5-|CdkNagValidationFailure)"
+    r"(AwsSolutions-|HIPAA\.Security-|NIST\.800\.53\.R5-|PCI\.DSS\.321-|CdkNagValidationFailure)"
 )
 # The report name of each pack app.py runs (cdk-nag's `readPackName`).
-PACK_NAMES = ["AwsSolutions", "HIPAA.Security", "NIST.800.53.R5"]
+PACK_NAMES = ["AwsSolutions", "HIPAA.Security", "NIST.800.53.R5", "PCI.DSS.321"]
 
 
 @pytest.fixture(params=["default_app", "full_app"])
