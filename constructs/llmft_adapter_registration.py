@@ -379,9 +379,10 @@ class AdapterRegistration(Construct):
                 ),
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="Adapter inference components are created per trained adapter; the role "
-                    "may manage only components named with this deployment's prefix "
-                    f"({component_prefix.lower()}-).",
+                    reason="The workflow creates, describes and updates one inference component per "
+                    f"trained adapter, {component_prefix.lower()}-<adapter>, named when its manifest "
+                    "arrives; the pattern also matches the base model's component "
+                    f"({component_prefix.lower()}--base), which the workflow never changes.",
                     applies_to=[
                         arn_in_this_account("sagemaker", f"inference-component/{component_prefix.lower()}-*")
                     ],
@@ -409,7 +410,7 @@ class AdapterRegistration(Construct):
         self._suppress_compliance_findings(planner_role)
 
     def _suppress_compliance_findings(self, planner_role: iam.Role) -> None:
-        """HIPAA Security, NIST 800-53 and PCI DSS rules that do not fit the registration, each with its reason."""
+        """HIPAA, NIST 800-53 and PCI DSS rules that do not fit the registration, with reasons."""
         compliance.inline_policy(
             planner_role.node.find_child("DefaultPolicy"),
             "The registration planner's role: write its own logs, nothing else",

@@ -112,7 +112,7 @@ class DataStore(Construct):
         self._suppress_compliance_findings()
 
     def _suppress_compliance_findings(self) -> None:
-        """HIPAA Security, NIST 800-53 and PCI DSS rules that do not fit the store, each with its reason."""
+        """HIPAA, NIST 800-53 and PCI DSS rules that do not fit the store, with reasons."""
         compliance.suppress_in_packs(
             self.access_log_bucket,
             "S3DefaultEncryptionKMS",
@@ -129,6 +129,6 @@ class DataStore(Construct):
         compliance.suppress_in_packs(
             self.access_log_bucket,
             "S3BucketReplicationEnabled",
-            "Access logs of the data bucket, kept for the configured days and retained with the stack; "
-            "a copy in another Region adds nothing the data bucket's own replication choice would not.",
+            "Holds the data bucket's access logs for the configured days and is retained with the stack; "
+            "whether they also live in a second Region follows the operator's choice for the data bucket.",
         )

@@ -400,8 +400,10 @@ class HyperPodCluster(Construct):
             [
                 {
                     "id": "AwsSolutions-IAM4",
-                    "reason": "AmazonSageMakerClusterInstanceRolePolicy is the policy HyperPod documents for "
-                    "its cluster instances (cluster agent, health checks, logs); AWS keeps it current.",
+                    "reason": "AmazonSageMakerClusterInstanceRolePolicy, the policy HyperPod documents for "
+                    "cluster instances: CloudWatch metrics and logs under /aws/sagemaker/Clusters, SSM "
+                    "session channels, and reads of the account's sagemaker-* buckets, which this cluster "
+                    "does not use (its scripts and data come from the data bucket, granted separately).",
                     "appliesTo": [f"Policy::arn:<AWS::Partition>:iam::aws:policy/{INSTANCE_ROLE_POLICY}"],
                 }
             ],
@@ -411,10 +413,12 @@ class HyperPodCluster(Construct):
             [
                 {
                     "id": "AwsSolutions-IAM5",
-                    "reason": "Read-only object access under the lifecycle prefix and the prefixes FSx links "
-                    "(grant_read's Get*/List* on those prefixes only); EC2 Describe* and "
-                    "ecr:GetAuthorizationToken accept no resource; the interface ARN is unknown until "
-                    "HyperPod creates it and is held to the cluster's VPC by condition.",
+                    "reason": "grant_read on the lifecycle prefix and the prefixes FSx links: GetObject* on "
+                    "those prefixes, and GetBucket*/List* on the bucket itself (so the nodes can list every "
+                    "key, not read it); EC2 Describe* and ecr:GetAuthorizationToken take no resource; the "
+                    "cluster's network interfaces get IDs only when HyperPod creates them (network-"
+                    "interface/*), their creation held to the cluster's subnet and security group by ARN "
+                    "and their other changes to the VPC by ec2:Vpc.",
                     "appliesTo": [
                         "Action::s3:GetBucket*",
                         "Action::s3:GetObject*",

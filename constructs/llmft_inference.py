@@ -24,7 +24,8 @@ VARIANT_NAME = "AllTraffic"
 # AI events with Amazon CloudWatch").
 ENDPOINT_LOG_GROUP_PREFIX = "/aws/sagemaker/Endpoints/"
 # Prefixes of the data bucket the endpoint reads: base models and released adapters, nothing else.
-READ_PREFIXES = ("models/", "adapters/")
+# Released adapters, read by every endpoint; the base model's own folder is added when it is in the bucket.
+ADAPTERS_PREFIX = "adapters/"
 
 
 class LmiImageUri:
@@ -98,7 +99,9 @@ class LmiEndpoint(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="LMI endpoint: reads base models and adapters, pulls the LMI image, runs in the VPC",
         )
-        policy = self._grant_execution(stack, image, vpc, key, data_bucket)
+        # The one base model it serves (a `models/...` folder) and the released adapters: nothing else.
+        read_prefixes = ((config.base_model,) if config.base_model_in_bucket else ()) + (ADAPTERS_PREFIX,)
+        policy = self._grant_execution(stack, image, vpc, key, data_bucket, read_prefixes)
 
         subnet_ids = vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids
         vpc_config = {"security_group_ids": [security_group.security_group_id], "subnets": subnet_ids}
@@ -194,16 +197,22 @@ class LmiEndpoint(Construct):
         self._autoscale(config)
 
     def _grant_execution(
-        self, stack: Stack, image: LmiImageUri, vpc: ec2.IVpc, key: kms.IKey, data_bucket: s3.IBucket
+        self,
+        stack: Stack,
+        image: LmiImageUri,
+        vpc: ec2.IVpc,
+        key: kms.IKey,
+        data_bucket: s3.IBucket,
+        read_prefixes: tuple[str, ...],
     ) -> iam.Policy:
-        objects = [data_bucket.arn_for_objects(f"{prefix}*") for prefix in READ_PREFIXES]
+        objects = [data_bucket.arn_for_objects(f"{prefix}*") for prefix in read_prefixes]
         statements = [
             iam.PolicyStatement(sid="ReadModelsAndAdapters", actions=["s3:GetObject"], resources=objects),
             iam.PolicyStatement(
                 sid="ListModelsAndAdapters",
                 actions=["s3:ListBucket"],
                 resources=[data_bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in READ_PREFIXES]}},
+                conditions={"StringLike": {"s3:prefix": [f"{prefix}*" for prefix in read_prefixes]}},
             ),
             iam.PolicyStatement(sid="DecryptData", actions=["kms:Decrypt"], resources=[key.key_arn]),
             iam.PolicyStatement(
@@ -250,15 +259,17 @@ class LmiEndpoint(Construct):
             [
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="The endpoint reads any base model under models/ and any released adapter "
-                    "under adapters/ (adapters are added after deployment); no other prefix is readable.",
-                    applies_to=[arn_of_other_stack(data_bucket, f"/{p}*") for p in READ_PREFIXES],
+                    reason="The endpoint reads the files of its one base model (its folder under models/, "
+                    "when the model is in the bucket) and any released adapter under adapters/, whose names "
+                    "are known only after deployment; no other prefix is readable.",
+                    applies_to=[arn_of_other_stack(data_bucket, f"/{p}*") for p in read_prefixes],
                 ),
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="ecr:GetAuthorizationToken and the EC2 Describe calls SageMaker makes to "
-                    "attach the endpoint to the VPC support no resource-level permissions; ENI changes are "
-                    "limited to this VPC by the ec2:Vpc condition.",
+                    reason="On *: ecr:GetAuthorizationToken and the EC2 Describe calls SageMaker makes to "
+                    "attach the endpoint to the VPC, which take no resource, and the network interface "
+                    "changes, whose interface IDs exist only once SageMaker creates them, held to this VPC "
+                    "by ec2:Vpc (a condition key of every resource type those actions name).",
                     applies_to=["Resource::*"],
                 ),
             ],

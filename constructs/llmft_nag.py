@@ -55,8 +55,9 @@ def suppress_bucket_deployment(stack: Stack, data_bucket: s3.IBucket, *, copies:
         [
             NagPackSuppression(
                 id="AwsSolutions-IAM4",
-                reason="aws-cdk-lib's BucketDeployment handler role uses AWSLambdaBasicExecutionRole to "
-                f"write its logs; the handler runs only while the stack deploys and {copies}.",
+                reason="aws-cdk-lib's BucketDeployment handler role carries AWSLambdaBasicExecutionRole "
+                "(create and write any log group), though the handler logs only to its own encrypted "
+                f"group; it runs only while the stack deploys and {copies}.",
                 applies_to=[
                     RegexAppliesTo(
                         regex=f"/^Policy::arn:{ANY_PARTITION}:iam::aws:policy\\/service-role"
@@ -71,8 +72,10 @@ def suppress_bucket_deployment(stack: Stack, data_bucket: s3.IBucket, *, copies:
         [
             NagPackSuppression(
                 id="AwsSolutions-IAM5",
-                reason="BucketDeployment's own grants: CDK's wildcard read of the staged zip in the asset "
-                f"bucket and read-write on the data bucket under the project key; {copies}.",
+                reason="aws-cdk-lib's BucketDeployment grants: GetObject*/GetBucket*/List* on the whole "
+                "bootstrap asset bucket (it needs this stack's zip only) and read-write on the whole data "
+                "bucket with the project key's encrypt and decrypt actions; a Deny beside them limits "
+                f"puts, deletes and aborts to its prefix, reads are not fenced. The handler {copies}.",
                 applies_to=[
                     "Action::s3:GetBucket*",
                     "Action::s3:GetObject*",

@@ -142,7 +142,7 @@ class TrainingNetwork(Construct):
         self._suppress_compliance_findings()
 
     def _suppress_compliance_findings(self) -> None:
-        """HIPAA Security, NIST 800-53 and PCI DSS rules that do not fit the network, each with its reason."""
+        """HIPAA, NIST 800-53 and PCI DSS rules that do not fit the network, with reasons."""
         compliance.inline_policy(
             self.vpc.node.find_child("FlowLog").node.find_child("IAMRole").node.find_child("DefaultPolicy"),
             "The flow log's role (written by aws-cdk-lib): deliver the VPC's flow logs to their log group",

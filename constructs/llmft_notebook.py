@@ -40,7 +40,7 @@ EXAMPLES_PREFIX = "notebooks/examples/"
 # What the notebook's role may read, and what it may write: prepared data and the model.tar.gz of an
 # adapter trained in the notebook (never a training job's output); under adapters/ only new objects, so
 # it publishes an adapter and its manifest but never replaces one, nor an archive the endpoint serves.
-READ_PREFIXES = ("datasets/", "models/", "adapters/", "training/", "notebooks/")
+READ_PREFIXES = ("datasets/", "models/", "adapters/", "training/", EXAMPLES_PREFIX)
 WRITE_PREFIXES = ("datasets/", "training/notebook-")
 CREATE_ONLY_PREFIXES = ("adapters/",)
 
@@ -233,9 +233,9 @@ class LlamaFactoryNotebook(Construct):
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
                     reason="Object access is limited to the named data prefixes (read datasets/, models/, "
-                    "adapters/, training/, notebooks/; write datasets/, training/notebook-; create only, "
-                    "never replace, under adapters/); object keys under a prefix are chosen by users, so "
-                    "only the key part is a wildcard.",
+                    "adapters/, training/, notebooks/examples/; write datasets/, training/notebook-; create "
+                    "only, never replace, under adapters/); object keys under a prefix are chosen by users, "
+                    "so only the key part is a wildcard.",
                     applies_to=[
                         arn_of_other_stack(data_bucket, f"/{prefix}*")
                         for prefix in sorted({*READ_PREFIXES, *WRITE_PREFIXES, *CREATE_ONLY_PREFIXES})
@@ -243,8 +243,9 @@ class LlamaFactoryNotebook(Construct):
                 ),
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="SageMaker names each notebook's lifecycle log stream after the instance, whose "
-                    "name CloudFormation generates; the statement covers the notebook log group only.",
+                    reason="SageMaker writes every notebook instance's lifecycle logs to the account-wide "
+                    "/aws/sagemaker/NotebookInstances group, in streams named after the instance, whose "
+                    "name CloudFormation generates: the statement covers every stream of that group.",
                     applies_to=[arn_in_this_account("logs", f"log-group:{LIFECYCLE_LOG_GROUP}:*")],
                 ),
             ],
@@ -270,8 +271,7 @@ class LlamaFactoryNotebook(Construct):
         suppress_bucket_deployment(
             Stack.of(self),
             data_bucket,
-            copies="copies the example notebooks, a Deny statement beside the grants limiting every write "
-            "and delete to notebooks/examples/",
+            copies="copies the example notebooks to notebooks/examples/",
         )
         compliance.inline_policy(
             self.access_policy,

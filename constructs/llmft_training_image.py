@@ -155,10 +155,11 @@ class TrainingImageBuild(Construct):
             [
                 {
                     "id": "AwsSolutions-IAM5",
-                    "reason": "written by aws-cdk-lib grants: read of the one source asset object "
-                    "(s3:GetObject*/GetBucket*/List*), the project key's data-key actions, CodeBuild's own "
-                    "report group and default log group named after this project, and "
-                    "ecr:GetAuthorizationToken, which has no resource-level scope",
+                    "reason": "aws-cdk-lib's Project grants: GetObject* on the one source zip and "
+                    "GetBucket*/List* on the asset bucket; the project key's encrypt and decrypt set "
+                    "(GenerateDataKey*, ReEncrypt*); CodeBuild's default /aws/codebuild/<project> log group "
+                    "and <project>-* report groups, unused here (logs go to BuildLogs, no reports); and "
+                    "ecr:GetAuthorizationToken, which takes no resource",
                     "appliesTo": [
                         "Action::s3:GetBucket*",
                         "Action::s3:GetObject*",
@@ -243,7 +244,7 @@ class TrainingImageBuild(Construct):
         check: lambda_.Function,
         framework_roles: list[iam.Role],
     ) -> None:
-        """HIPAA Security, NIST 800-53 and PCI DSS rules that do not fit the image build, each with its reason."""
+        """HIPAA, NIST 800-53 and PCI DSS rules that do not fit the image build, with reasons."""
         compliance.suppress_in_packs(
             self.project,
             "CodeBuildProjectSourceRepoUrl",
@@ -314,17 +315,21 @@ class TrainingImageBuild(Construct):
                 does=does,
                 invoked=invoked,
                 concurrency=deploy_only,
-                network="It calls Lambda, Step Functions and CloudFormation's response URL about this "
-                "stack's build only, with no project data.",
+                network="It calls Lambda, Step Functions (onEvent only) and CloudFormation's response URL "
+                "about this stack's build only, with no project data.",
             )
         on_event_role, waiter_role = framework_roles
         waiter_machine_role = provider.node.find_child("waiter-state-machine").node.find_child("Role")
         for role, does in (
-            (on_event_role, "The provider framework onEvent function's role: invoke the build starter, log"),
+            (
+                on_event_role,
+                "The provider framework onEvent function's role: invoke the build handlers, start the "
+                "waiter state machine, log",
+            ),
             (
                 waiter_role,
-                "The provider framework's isComplete and onTimeout functions' role: invoke the "
-                "build checker, log",
+                "The provider framework's isComplete and onTimeout functions' role: invoke the build "
+                "handlers, log",
             ),
             (
                 waiter_machine_role,
@@ -356,14 +361,17 @@ class TrainingImageBuild(Construct):
         # The framework may invoke any version of the handler functions it was given: `<fn arn>:*`.
         function_versions = {"regex": "/^Resource::<[A-Za-z0-9]+\\.Arn>:\\*$/"}
         waiter = provider.node.find_child("waiter-state-machine")
-        for role, invokes in zip(roles, ("the build starter", "the build checker"), strict=True):
+        for role, uses in zip(
+            roles, ("onEvent calls the starter", "isComplete calls the checker"), strict=True
+        ):
             NagSuppressions.add_resource_suppressions(
                 role.node.find_child("DefaultPolicy"),
                 [
                     {
                         "id": "AwsSolutions-IAM5",
-                        "reason": f"the provider framework function with this role invokes {invokes} "
-                        "under any version of its ARN (<function arn>:*), as aws-cdk-lib grants it",
+                        "reason": "aws-cdk-lib's Provider grants each framework function invoke on both "
+                        "handlers, the build starter and checker, under any version (<function arn>:*); of "
+                        f"the functions with this role, {uses}",
                         "appliesTo": [function_versions],
                     }
                 ],
@@ -373,9 +381,10 @@ class TrainingImageBuild(Construct):
             [
                 {
                     "id": "AwsSolutions-IAM5",
-                    "reason": "the waiter invokes versions of the framework's own functions (<arn>:*); the "
-                    "CloudWatch Logs delivery actions for its ALL-level log and X-Ray's trace upload "
-                    "actions take no resource (*)",
+                    "reason": "the waiter invokes versions of the framework's own functions (<arn>:*); on "
+                    "*, aws-cdk-lib's statement grants the log-delivery actions for its ALL-level log and "
+                    "X-Ray's trace actions, which take no resource, and logs:CreateLogStream/PutLogEvents, "
+                    "which could be held to its log group but are fixed in aws-cdk-lib's statement",
                     "appliesTo": [function_versions, "Resource::*"],
                 }
             ],

@@ -181,15 +181,21 @@ def test_scale_to_zero_lets_instances_go_and_wakes_on_requests_without_capacity(
     )
 
 
-def test_execution_role_reads_only_models_and_adapters(inference):
+def test_execution_role_reads_only_its_base_model_and_the_adapters(inference, scale_to_zero_app):
     found = statements(inference, "LmiExecutionPolicy")
     by_sid = {statement["Sid"]: statement for statement in found}
     reads = resources_of(by_sid["ReadModelsAndAdapters"])
     assert by_sid["ReadModelsAndAdapters"]["Action"] == "s3:GetObject"
-    assert "/models/*" in reads and "/adapters/*" in reads and "/training/" not in reads, reads
+    # The configured base model's folder (cdk.json's models/base-model/), not every model in the bucket.
+    assert '"/models/base-model/*"' in reads and '"/adapters/*"' in reads, reads
+    assert '"/models/*"' not in reads and "/training/" not in reads, reads
     assert by_sid["ListModelsAndAdapters"]["Condition"] == {
-        "StringLike": {"s3:prefix": ["models/*", "adapters/*"]}
+        "StringLike": {"s3:prefix": ["models/base-model/*", "adapters/*"]}
     }
+    # A Hub model id: nothing under models/ at all.
+    hub = statements(scale_to_zero_app.template(scale_to_zero_app.stacks.inference), "LmiExecutionPolicy")
+    hub_reads = resources_of(next(s for s in hub if s["Sid"] == "ReadModelsAndAdapters"))
+    assert "/models/" not in hub_reads and '"/adapters/*"' in hub_reads, hub_reads
     assert by_sid["DecryptData"]["Action"] == "kms:Decrypt"
     actions = json.dumps([statement["Action"] for statement in found])
     assert "s3:PutObject" not in actions and "s3:*" not in actions, actions

@@ -137,7 +137,9 @@ def test_role_reads_and_writes_only_its_data_prefixes(template):
 
     listing = by_action["s3:ListBucket"]
     assert listing["Condition"] == {
-        "StringLike": {"s3:prefix": ["datasets/*", "models/*", "adapters/*", "training/*", "notebooks/*"]}
+        "StringLike": {
+            "s3:prefix": ["datasets/*", "models/*", "adapters/*", "training/*", "notebooks/examples/*"]
+        }
     }
 
     def prefixes(statement: dict) -> list[str]:
@@ -151,7 +153,8 @@ def test_role_reads_and_writes_only_its_data_prefixes(template):
         return sorted(texts)
 
     assert prefixes(by_action["s3:GetObject"]) == sorted(
-        f"<ref>/{prefix}*" for prefix in ["datasets/", "models/", "adapters/", "training/", "notebooks/"]
+        f"<ref>/{prefix}*"
+        for prefix in ["datasets/", "models/", "adapters/", "training/", "notebooks/examples/"]
     )
     assert prefixes(by_action[str(["s3:AbortMultipartUpload", "s3:PutObject"])]) == [
         "<ref>/datasets/*",
