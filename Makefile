@@ -9,7 +9,7 @@ LAMBDA_DEPS := build/lambda-python
 # checkov pins older boto3/botocore than the app does: it gets a venv of its own.
 CHECKOV_VENV := .venv-checkov
 # jsii's banner about Node 20's end of life is noise for a pinned toolchain; no AWS call is made.
-export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_CLI_TELEMETRY := true

@@ -1,10 +1,20 @@
 #!/usr/bin/env python3
 """The CDK app: reads `cdk.json` context once into ProjectConfig and builds every enabled stack."""
 
+import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
-import aws_cdk as cdk
-from cdk_nag import (
+# jsii's banner about Node 20's end of life is noise for the pinned toolchain (Node 20, as the Makefile
+# says); set before aws_cdk starts its Node process so that `npx cdk synth` prints it neither. The
+# end-of-life variable lists the major versions it silences; the other two need only be set.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+os.environ.setdefault("JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION", "1")
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+
+import aws_cdk as cdk  # noqa: E402
+from cdk_nag import (  # noqa: E402
     AwsSolutionsChecks,
     HIPAASecurityChecks,
     NagReportFormat,
@@ -12,14 +22,22 @@ from cdk_nag import (
     PCIDSS321Checks,
 )
 
-from project_config import CONTEXT_KEY, ProjectConfig, load_config
-from stacks.data_stack import DataStack
-from stacks.hyperpod_stack import HyperPodStack
-from stacks.inference_stack import InferenceStack
-from stacks.network_stack import NetworkStack
-from stacks.notebook_stack import NotebookStack
-from stacks.training_image_stack import TrainingImageStack
-from stacks.training_pipeline_stack import TrainingPipelineStack
+from project_config import (  # noqa: E402
+    CONTEXT_KEY,
+    ConfigError,
+    ProjectConfig,
+    context_with_override,
+    load_config,
+)
+from stacks.data_stack import DataStack  # noqa: E402
+from stacks.hyperpod_stack import HyperPodStack  # noqa: E402
+from stacks.inference_stack import InferenceStack  # noqa: E402
+from stacks.network_stack import NetworkStack  # noqa: E402
+from stacks.notebook_stack import NotebookStack  # noqa: E402
+from stacks.training_image_stack import TrainingImageStack  # noqa: E402
+from stacks.training_pipeline_stack import TrainingPipelineStack  # noqa: E402
+
+CDK_JSON = Path(__file__).resolve().with_name("cdk.json")
 
 # The rule packs every synth runs: AWS Solutions, and the HIPAA Security, NIST 800-53 rev 5 and PCI DSS
 # 3.2.1 packs a regulated shop's reviewers ask for. An open finding of any of them fails `make synth`.
@@ -128,7 +146,12 @@ def build(app: cdk.App, config: ProjectConfig) -> Stacks:
 
 def main() -> None:
     app = cdk.App()
-    build(app, load_config(app.node.try_get_context(CONTEXT_KEY)))
+    try:
+        config = load_config(context_with_override(CDK_JSON, app.node.try_get_context(CONTEXT_KEY)))
+    except ConfigError as error:
+        # The refusal is the last thing the user reads (the CLI adds only its exit line), not a traceback.
+        sys.exit(str(error))
+    build(app, config)
     app.synth()
 
 

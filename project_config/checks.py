@@ -1,9 +1,12 @@
 """Small validators: each returns the typed value or raises ConfigError naming key, value and rule."""
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from project_config import instance_types
 
 ACCOUNT_PATTERN = re.compile(r"^\d{12}$")
 INSTANCE_TYPE_PATTERN = re.compile(r"^ml\.[a-z][a-z0-9]*\.(?:[0-9]*x?large|medium|small|micro)$")
@@ -70,13 +73,30 @@ def choice(key: str, value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
-def instance_type(key: str, value: Any) -> str:
-    return string(
-        key,
-        value,
-        pattern=INSTANCE_TYPE_PATTERN,
-        rule="expected a SageMaker instance type such as ml.g5.2xlarge",
-    )
+# Each use of an instance type as messages name it: the type's kind, and where SageMaker offers it.
+USE_NAMES = {
+    "training": ("training", "training jobs"),
+    "endpoint": ("endpoint", "real-time endpoints"),
+    "cluster": ("HyperPod", "HyperPod clusters"),
+    "notebook": ("notebook", "notebook instances"),
+}
+
+
+def instance_type(key: str, value: Any, *, use: str, gpu: bool) -> str:
+    """A type SageMaker offers for `use` (botocore's catalogue), with NVIDIA GPUs when `gpu`."""
+    kind, where = USE_NAMES[use]
+    what = f"a SageMaker {kind} instance type{' with NVIDIA GPUs' if gpu else ''}"
+    string(key, value, pattern=INSTANCE_TYPE_PATTERN, rule=f"expected {what} such as ml.g5.2xlarge")
+    offered = instance_types.catalogue(use)
+    if value not in offered:
+        candidates = [t for t in offered if instance_types.has_gpu(t)] if gpu else list(offered)
+        close = difflib.get_close_matches(value, candidates, n=3, cutoff=0.8)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(key, value, f"expected {what}; SageMaker offers no {value} for {where}{hint}")
+    if gpu and not instance_types.has_gpu(value):
+        families = ", ".join(sorted({instance_types.family(t) for t in offered if instance_types.has_gpu(t)}))
+        raise ConfigError(key, value, f"expected {what}; {value} has none (GPU families: {families})")
+    return value
 
 
 def ipv4_network(key: str, value: Any, *, min_prefix: int, max_prefix: int) -> ipaddress.IPv4Network:

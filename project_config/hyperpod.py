@@ -84,8 +84,12 @@ def _group(
         )
     return InstanceGroupConfig(
         name=group_name,
+        # Worker groups run the training image's jobs; the controller and login nodes only run Slurm.
         instance_type=checks.instance_type(
-            f"{key}.instance_type", values.get("instance_type", default.instance_type)
+            f"{key}.instance_type",
+            values.get("instance_type", default.instance_type),
+            use="cluster",
+            gpu=worker,
         ),
         count=(
             checks.integer(f"{key}.count", values.get("count", default.count), minimum=1, maximum=256)

@@ -6,7 +6,7 @@ from typing import Any
 
 from inference.lmi import supported_lmi_versions
 from project_config import checks
-from project_config.instance_types import GPUS_PER_INSTANCE
+from project_config.instance_types import GPUS_PER_INSTANCE, memory_gib
 from project_config.network import LOG_RETENTION_DAYS
 
 # An S3 folder under the data bucket's models/ prefix, or a Hugging Face model id (org/name).
@@ -22,7 +22,8 @@ class InferenceConfig:
     # Off by default: a GPU endpoint costs money for every hour it runs.
     enabled: bool = False
     instance_type: str = "ml.g5.2xlarge"
-    base_model: str = "models/base-model/"
+    # Required when enabled: what the endpoint serves and every adapter attaches to.
+    base_model: str | None = None
     lmi_version: str = "0.38.0"
     max_loras: int = 4
     max_cpu_loras: int = 16
@@ -41,7 +42,7 @@ class InferenceConfig:
     @property
     def base_model_in_bucket(self) -> bool:
         """True when the base model is read from the data bucket, not downloaded from the Hub."""
-        return self.base_model.startswith("models/")
+        return bool(self.base_model) and self.base_model.startswith("models/")
 
     @property
     def scales_to_zero(self) -> bool:
@@ -55,18 +56,9 @@ def parse_inference(raw: Any, key: str = "llmft.inference", *, internet: bool = 
     def integer(name: str, minimum: int, maximum: int) -> int:
         return checks.integer(f"{key}.{name}", get(name), minimum=minimum, maximum=maximum)
 
-    base_model = get("base_model")
-    # `models/...` always means the data bucket, never a Hub organisation called "models".
-    pattern = MODEL_PREFIX_PATTERN if str(base_model).startswith("models/") else MODEL_ID_PATTERN
-    if not isinstance(base_model, str) or not pattern.fullmatch(base_model):
-        raise checks.ConfigError(
-            f"{key}.base_model",
-            base_model,
-            "expected a folder of the data bucket such as models/llama-3.1-8b-instruct/ "
-            "or a Hugging Face model id such as meta-llama/Llama-3.1-8B-Instruct",
-        )
     enabled = checks.boolean(f"{key}.enabled", get("enabled"))
-    if enabled and not internet and not base_model.startswith("models/"):
+    base_model = _base_model(f"{key}.base_model", get("base_model"), enabled=enabled)
+    if enabled and not internet and base_model and not base_model.startswith("models/"):
         raise checks.ConfigError(
             f"{key}.base_model",
             base_model,
@@ -86,10 +78,23 @@ def parse_inference(raw: Any, key: str = "llmft.inference", *, internet: bool = 
         raise checks.ConfigError(
             f"{key}.max_copies", max_copies, f"expected at least min_copies ({min_copies}) and at least 1"
         )
-    instance_type = checks.instance_type(f"{key}.instance_type", get("instance_type"))
+    # LMI serves with vLLM's CUDA build: the endpoint needs GPUs.
+    instance_type = checks.instance_type(
+        f"{key}.instance_type", get("instance_type"), use="endpoint", gpu=True
+    )
     tensor_parallel_degree = _int_choice(
         f"{key}.tensor_parallel_degree", get("tensor_parallel_degree"), TENSOR_PARALLEL_DEGREES
     )
+    min_memory_mb = integer("min_memory_mb", 1024, 2097152)
+    memory = memory_gib(instance_type)
+    if memory is not None and min_memory_mb > memory * 1024:
+        # SageMaker would never place the model component on that instance.
+        raise checks.ConfigError(
+            f"{key}.min_memory_mb",
+            min_memory_mb,
+            f"at most the {memory * 1024} MiB ({memory} GiB) of host memory of {key}.instance_type "
+            f"{instance_type}",
+        )
     gpus = GPUS_PER_INSTANCE.get(instance_type)
     if gpus is not None and tensor_parallel_degree > gpus:
         # Otherwise the endpoint deploys and only the model component fails to place.
@@ -108,7 +113,7 @@ def parse_inference(raw: Any, key: str = "llmft.inference", *, internet: bool = 
         max_lora_rank=_int_choice(f"{key}.max_lora_rank", get("max_lora_rank"), LORA_RANKS),
         tensor_parallel_degree=tensor_parallel_degree,
         max_model_len=integer("max_model_len", 256, 262144),
-        min_memory_mb=integer("min_memory_mb", 1024, 2097152),
+        min_memory_mb=min_memory_mb,
         # SageMaker accepts 60 to 3600 seconds for both startup timeouts.
         startup_health_check_timeout=integer("startup_health_check_timeout", 60, 3600),
         model_data_download_timeout=integer("model_data_download_timeout", 60, 3600),
@@ -120,6 +125,22 @@ def parse_inference(raw: Any, key: str = "llmft.inference", *, internet: bool = 
             f"{key}.log_retention_days", get("log_retention_days"), LOG_RETENTION_DAYS
         ),
     )
+
+
+def _base_model(key: str, value: Any, *, enabled: bool) -> str | None:
+    rule = (
+        "expected a folder of the data bucket such as models/llama-3.1-8b-instruct/ "
+        "or a Hugging Face model id such as meta-llama/Llama-3.1-8B-Instruct"
+    )
+    if value is None:
+        if enabled:
+            raise checks.ConfigError(key, value, f"the endpoint needs a model to serve: {rule}")
+        return None
+    # `models/...` always means the data bucket, never a Hub organisation called "models".
+    pattern = MODEL_PREFIX_PATTERN if str(value).startswith("models/") else MODEL_ID_PATTERN
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise checks.ConfigError(key, value, rule)
+    return value
 
 
 def _int_choice(key: str, value: Any, allowed: tuple[int, ...]) -> int:

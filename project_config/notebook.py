@@ -29,7 +29,10 @@ def parse_notebook(raw: Any, key: str = "llmft.notebook") -> NotebookConfig:
     get = checks.section_fields(raw, key, NotebookConfig)
     return NotebookConfig(
         enabled=checks.boolean(f"{key}.enabled", get("enabled")),
-        instance_type=checks.instance_type(f"{key}.instance_type", get("instance_type")),
+        # The notebook's LLaMA-Factory kernel and its QLoRA example train on the instance's GPU.
+        instance_type=checks.instance_type(
+            f"{key}.instance_type", get("instance_type"), use="notebook", gpu=True
+        ),
         volume_size_gb=checks.integer(
             f"{key}.volume_size_gb",
             get("volume_size_gb"),

@@ -57,7 +57,8 @@ def parse_training(raw: Any, key: str = "llmft.training") -> TrainingConfig:
     if not instance_types:
         raise checks.ConfigError(f"{key}.allowed_instance_types", [], "expected at least one instance type")
     for instance in instance_types:
-        checks.instance_type(f"{key}.allowed_instance_types", instance)
+        # The recipes train in bf16 with CUDA kernels; a CPU instance would only fail or crawl.
+        checks.instance_type(f"{key}.allowed_instance_types", instance, use="training", gpu=True)
     max_runtime = checks.integer(
         f"{key}.max_runtime_hours", get("max_runtime_hours"), minimum=1, maximum=SAGEMAKER_MAX_RUNTIME_HOURS
     )

@@ -28,7 +28,7 @@ CDK_JSON_CONTEXT = json.loads((ROOT / "cdk.json").read_text())["context"]
 # Every optional stack switched on, so the gates (nag, cfn-lint, snapshots) cover all of them.
 FULL_TEST_CONFIG: dict = {
     "hyperpod": {"enabled": True},
-    "inference": {"enabled": True},
+    "inference": {"base_model": "models/base-model/", "enabled": True},
     "notebook": {"enabled": True},
     # The pipeline's optional parts: a gated-model token secret and an e-mail subscription.
     "training": {"hf_token_secret_name": "llmft/hf-token", "notification_email": "ml-team@example.com"},

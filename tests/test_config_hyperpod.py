@@ -66,7 +66,7 @@ BAD_VALUES = [
     (
         {"hyperpod": {"controller": {"instance_type": "c5.xlarge"}}},
         "llmft.hyperpod.controller.instance_type",
-        "SageMaker instance type",
+        "instance type such as ml.g5.2xlarge",
     ),
     ({"hyperpod": {"controller": {"name": "head"}}}, "llmft.hyperpod.controller.name", "unknown key"),
     ({"hyperpod": {"login": {"count": 0}}}, "llmft.hyperpod.login.count", "integer from 1 to 256"),

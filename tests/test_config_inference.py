@@ -13,7 +13,7 @@ def test_inference_is_off_by_default_with_an_8b_sized_endpoint():
     assert config.instance_type == "ml.g5.2xlarge"
     assert config.lmi_version == supported_lmi_versions()[0], "default LMI should be the newest the SDK lists"
     assert 900 <= config.startup_health_check_timeout <= 3600, "an 8B model needs 15+ minutes to start"
-    assert config.base_model_in_bucket
+    assert config.base_model is None, "nothing to serve until a model is named"
 
 
 def test_a_hugging_face_model_id_and_scale_to_zero_are_accepted():
@@ -26,7 +26,11 @@ def test_a_hugging_face_model_id_and_scale_to_zero_are_accepted():
 
 BAD_VALUES = [
     ({"enabled": "yes"}, "llmft.inference.enabled", "true or false"),
-    ({"instance_type": "g5.2xlarge"}, "llmft.inference.instance_type", "SageMaker instance type"),
+    (
+        {"instance_type": "g5.2xlarge"},
+        "llmft.inference.instance_type",
+        "with NVIDIA GPUs such as ml.g5.2xlarge",
+    ),
     ({"base_model": "s3://other-bucket/model/"}, "llmft.inference.base_model", "folder of the data bucket"),
     ({"base_model": "models/llama"}, "llmft.inference.base_model", "models/llama-3.1-8b-instruct/"),
     ({"lmi_version": "0.30.0"}, "llmft.inference.lmi_version", "expected one of: 0.38.0"),

@@ -38,7 +38,11 @@ def test_every_key_is_configurable():
 
 BAD_VALUES = [
     ({"enabled": "yes"}, "llmft.notebook.enabled", "expected true or false"),
-    ({"instance_type": "g5.2xlarge"}, "llmft.notebook.instance_type", "SageMaker instance type"),
+    (
+        {"instance_type": "g5.2xlarge"},
+        "llmft.notebook.instance_type",
+        "with NVIDIA GPUs such as ml.g5.2xlarge",
+    ),
     ({"volume_size_gb": 4}, "llmft.notebook.volume_size_gb", "integer from 5 to 16384"),
     ({"volume_size_gb": 16385}, "llmft.notebook.volume_size_gb", "integer from 5 to 16384"),
     ({"volume_size_gb": 100.5}, "llmft.notebook.volume_size_gb", "integer from 5 to 16384"),

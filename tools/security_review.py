@@ -31,7 +31,8 @@ CONTEXT_KEY = "llmft"
 # (tests/test_security_review.py holds them equal).
 ALL_STACKS: dict = {
     "hyperpod": {"enabled": True},
-    "inference": {"enabled": True},
+    # The endpoint needs a model to serve: named before it is switched on (settings apply in order).
+    "inference": {"base_model": "models/base-model/", "enabled": True},
     "notebook": {"enabled": True},
     "training": {"hf_token_secret_name": "llmft/hf-token", "notification_email": "ml-team@example.com"},
 }
