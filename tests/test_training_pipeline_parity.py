@@ -49,6 +49,27 @@ CORPUS = [
         [],
     ),
     (
+        "valid, keys users bring from LLaMA-Factory's examples",
+        {
+            **_without("validation_data"),
+            "hyperparameters": {
+                "plot_loss": "true",
+                "overwrite_cache": "true",
+                "ddp_timeout": "180000000",
+                "val_size": "0.1",
+                "eval_strategy": "steps",
+                "save_only_model": "false",
+                "report_to": "none",
+                "overwrite_output_dir": "true",
+                "do_train": "true",
+                "stage": "sft",
+                "finetuning_type": "lora",
+                "max_samples": "1000",
+            },
+        },
+        [],
+    ),
+    (
         "valid, entrypoint keys",
         {**BASE, "hyperparameters": {"merge_adapter": "true", "distributed": "fsdp"}},
         [],
@@ -63,7 +84,8 @@ CORPUS = [
     ),
     ("valid, a manifest.json.bak beside the name", {**BASE, "adapter_name": "lookalike"}, []),
     *[
-        (f"refused, {name}", {**BASE, **changes}, expected)
+        # A None in a case removes that field from the request.
+        (f"refused, {name}", {k: v for k, v in {**BASE, **changes}.items() if v is not None}, expected)
         for name, changes, expected in REFUSED
         if name != "an instance type not allowed"
     ],

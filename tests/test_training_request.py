@@ -99,6 +99,7 @@ def test_a_valid_request_has_no_problems_and_defaults_fill_the_rest(deployment):
 
 
 # Each case the training-contract issue measured, with the fields the judge must name.
+# (case, changes to VALID_REQUEST, fields the judge names); a None removes that field from the request.
 REFUSED = [
     ("misspelt field", {"instance_cuont": 4}, ["instance_cuont"]),
     (
@@ -124,11 +125,20 @@ REFUSED = [
         {"hyperparameters": {"default_system": "x" * 2501}},
         ["hyperparameters.default_system"],
     ),
+    # Measured: LLaMA-Factory fails on an empty dataset, after the job has started.
+    ("max_samples 0", {"hyperparameters": {"max_samples": "0"}}, ["hyperparameters.max_samples"]),
     (
-        "plot_loss (the image refuses it)",
-        {"hyperparameters": {"plot_loss": "true"}},
-        ["hyperparameters.plot_loss"],
+        "eval_strategy with nothing to evaluate",
+        {"validation_data": None, "hyperparameters": {"eval_strategy": "steps"}},
+        ["hyperparameters.eval_strategy"],
     ),
+    (
+        "val_size beside a validation set",
+        {"hyperparameters": {"val_size": "0.1"}},
+        ["hyperparameters.val_size"],
+    ),
+    ("a managed key changed", {"hyperparameters": {"report_to": "wandb"}}, ["hyperparameters.report_to"]),
+    ("another recipe's stage", {"hyperparameters": {"stage": "dpo"}}, ["hyperparameters.stage"]),
     ("a token in lower case", {"hyperparameters": {"hf_token": "x"}}, ["hyperparameters.hf_token"]),
     ("a token in upper case", {"hyperparameters": {"HF_TOKEN": "x"}}, ["hyperparameters.HF_TOKEN"]),
     ("an API key", {"hyperparameters": {"WANDB_API_KEY": "x"}}, ["hyperparameters.WANDB_API_KEY"]),
@@ -145,13 +155,14 @@ REFUSED = [
     ("0 instances", {"instance_count": 0}, ["instance_count"]),
     ("spot as text", {"use_spot": "yes"}, ["use_spot"]),
     ("an instance type not allowed", {"instance_type": "ml.p5.48xlarge"}, ["instance_type"]),
-    ("an unknown recipe", {"recipe": "dpo"}, ["recipe"]),
+    ("an unknown recipe", {"recipe": "ppo"}, ["recipe"]),
 ]
 
 
 @pytest.mark.parametrize(("changes", "expected"), [c[1:] for c in REFUSED], ids=[c[0] for c in REFUSED])
 def test_each_measured_case_is_refused_naming_its_field(deployment, changes, expected):
-    assert fields(request_problems({**VALID_REQUEST, **changes}, deployment, BUCKET)) == expected
+    request = {k: v for k, v in {**VALID_REQUEST, **changes}.items() if v is not None}
+    assert fields(request_problems(request, deployment, BUCKET)) == expected
 
 
 def test_missing_required_fields_are_each_named(deployment):

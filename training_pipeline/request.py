@@ -250,7 +250,9 @@ def _hyperparameter_problems(request: Mapping[str, Any], deployment: Deployment)
             f"hyperparameters: {size} bytes in all; at most {MAX_HYPERPARAMETER_BYTES} so that the "
             "pipeline's state stays under Step Functions' 256 KiB payload limit"
         )
-    _, image_problems = check_hyperparameters(hyperparameters, load_recipes())
+    _, image_problems = check_hyperparameters(
+        hyperparameters, load_recipes(), has_validation="validation_data" in request
+    )
     for key, message in image_problems:
         where = source.get(key, f"hyperparameters.{key}")
         problems.append(f"{where}: {message}")

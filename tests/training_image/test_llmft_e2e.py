@@ -110,6 +110,7 @@ def test_lora_run_writes_adapter_merged_model_and_metrics_without_leaking_the_to
     assert adapter["r"] == resolved["lora_rank"]
     assert adapter["base_model_name_or_path"] == str(root / "input" / "data" / "model")
     assert (model / "merged" / "config.json").is_file(), "merge_adapter=true left no merged model"
+    assert (model / "training_loss.png").is_file(), "LLaMA-Factory's loss curve is kept with the adapter"
     assert list((model / "merged").glob("*.safetensors")), "merged model has no weights"
 
     metrics = json.loads((model / "metrics.json").read_text())

@@ -153,6 +153,54 @@ def test_managed_keys_come_from_the_contract():
     assert config["report_to"] == "none"
 
 
+# Keys users bring from LLaMA-Factory's examples (examples/train_lora/qwen3_lora_sft.yaml and its eval block).
+EXAMPLE_KEYS = {
+    "plot_loss": "true",
+    "overwrite_cache": "true",
+    "ddp_timeout": "180000000",
+    "save_only_model": "false",
+    "max_samples": "1000",
+    "report_to": "none",
+    "overwrite_output_dir": "true",
+    "do_train": "true",
+    "dataloader_num_workers": "4",
+    "preprocessing_num_workers": "16",
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_harmless_keys_from_llamafactorys_examples_are_accepted_by_every_recipe(recipe):
+    settings = parse_hyperparameters({"model_id": "m", "recipe": recipe, **EXAMPLE_KEYS}, RECIPES)
+    config = resolve_llamafactory_config(settings, inputs())
+    assert config["ddp_timeout"] == 180000000 and config["max_samples"] == 1000
+    assert config["report_to"] == "none" and config["overwrite_output_dir"] is True
+    assert "do_train" not in settings.overrides, "a managed key given its own value changes nothing"
+
+
+def test_val_size_evaluates_on_a_split_of_the_training_set():
+    settings = parse_hyperparameters({"model_id": "m", "val_size": "0.1"}, RECIPES)
+    config = resolve_llamafactory_config(settings, inputs())
+    assert config["val_size"] == 0.1 and config["eval_strategy"] == "steps"
+    assert "eval_dataset" not in config
+    with pytest.raises(ConfigError, match="val_size splits the training set .* a validation set is given"):
+        parse_hyperparameters({"model_id": "m", "val_size": "0.1"}, RECIPES, has_validation=True)
+
+
+def test_eval_strategy_may_be_chosen_when_there_is_something_to_evaluate():
+    settings = parse_hyperparameters(
+        {"model_id": "m", "eval_strategy": "epoch"}, RECIPES, has_validation=True
+    )
+    config = resolve_llamafactory_config(settings, inputs(has_validation=True))
+    assert config["eval_strategy"] == "epoch"
+
+
+def test_loss_curve_is_drawn_unless_switched_off():
+    default = resolve_llamafactory_config(parse_hyperparameters({"model_id": "m"}, RECIPES), inputs())
+    assert default["plot_loss"] is True
+    off = parse_hyperparameters({"model_id": "m", "plot_loss": "false"}, RECIPES)
+    assert resolve_llamafactory_config(off, inputs())["plot_loss"] is False
+
+
 def test_progress_bars_are_off_unless_asked_for():
     default = resolve_llamafactory_config(parse_hyperparameters({"model_id": "m"}, RECIPES), inputs())
     assert default["disable_tqdm"] is True
@@ -241,6 +289,16 @@ def test_export_config_merges_the_adapter_into_the_base():
         ({"learning_rate": "0"}, "learning_rate=0.0 must be greater than 0"),
         ({"per_device_train_batch_size": "0"}, "per_device_train_batch_size=0 must be at least 1"),
         ({"template": ""}, "hyperparameter template is empty"),
+        # Measured: LLaMA-Factory failed on the empty dataset after the job had started.
+        ({"max_samples": "0"}, "max_samples=0 must be at least 1"),
+        ({"val_size": "-0.1"}, "val_size=-0.1 must be at least 0"),
+        ({"val_size": "1.5"}, "val_size=1.5 must be a fraction below 1 or a whole number of rows"),
+        ({"eval_strategy": "always"}, "eval_strategy='always' is not allowed; allowed: no, steps, epoch"),
+        ({"eval_strategy": "steps"}, "eval_strategy='steps' needs something to evaluate"),
+        ({"report_to": "wandb"}, "hyperparameter 'report_to' is always 'none' with recipe 'lora'"),
+        ({"stage": "dpo"}, "hyperparameter 'stage' is always 'sft' with recipe 'lora'"),
+        ({"do_train": "false"}, "hyperparameter 'do_train' is always True"),
+        ({"ref_model": "/x"}, "hyperparameter 'ref_model' is set by the entrypoint"),
         ({"dataset_format": "csv"}, "dataset_format='csv' is not allowed; allowed: auto, alpaca, sharegpt"),
         ({"distributed": "horovod"}, "distributed='horovod' is not allowed; allowed: ddp, deepspeed_zero2"),
         ({"flash_attn": "fa4"}, "flash_attn='fa4' is not allowed; allowed: auto, disabled, sdpa, fa2, fa3"),
@@ -294,6 +352,7 @@ def test_qlora_without_gpu_is_refused():
             {"distributed": "mpi", "llamafactory": {"stage": "sft", "finetuning_type": "lora"}},
             "distributed='mpi' is not allowed",
         ),
+        ({"llamafactory": {"stage": "ppo", "finetuning_type": "lora"}}, "stage 'ppo'; allowed: sft, dpo"),
     ],
 )
 def test_bad_recipe_files_are_rejected(content, message):
@@ -310,10 +369,10 @@ def test_recipe_values_are_coerced_to_their_key_types():
                 "stage": "sft",
                 "finetuning_type": "lora",
                 "learning_rate": "1e-4",
-                "plot_loss": True,
+                "resize_vocab": True,
             }
         },
     )
     assert recipe.llamafactory["learning_rate"] == 1e-4
     # A key only the recipe knows is overridable with the type of its default.
-    assert recipe.override_types()["plot_loss"] is bool
+    assert recipe.override_types()["resize_vocab"] is bool

@@ -130,8 +130,11 @@ def discover_cluster(paths: JobPaths, env: Mapping[str, str], gpus: int) -> Clus
 
 def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     """Read and check every input, write the data and config for LLaMA-Factory, plan the launch."""
-    settings = parse_hyperparameters(_read_json(paths.hyperparameters, {}), load_recipes())
     check_input_data_config(_read_json(paths.input_data_config, {}))
+    has_validation = paths.channel("validation").exists()
+    settings = parse_hyperparameters(
+        _read_json(paths.hyperparameters, {}), load_recipes(), has_validation=has_validation
+    )
     if not paths.channel("train").exists():
         raise ConfigError(
             f"channel 'train' is missing (looked in {paths.channel('train')}); "
@@ -148,7 +151,6 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     data_dir = work_dir / "data"
     layout, rows = prepare_channel(paths.channel("train"), data_dir / "train.jsonl", settings.dataset_format)
     info = {"train": dataset_info_entry(layout, "train.jsonl")}
-    has_validation = paths.channel("validation").exists()
     if has_validation:
         prepare_channel(paths.channel("validation"), data_dir / "validation.jsonl", layout)
         info["validation"] = dataset_info_entry(layout, "validation.jsonl")

@@ -22,6 +22,8 @@ DEFAULT_RECIPE = "lora"
 
 DATASET_FORMATS = ("auto", "alpaca", "sharegpt")
 DISTRIBUTED_STRATEGIES = ("ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp")
+# LLaMA-Factory stages a recipe may run: supervised fine-tuning, and direct preference optimisation.
+STAGES = ("sft", "dpo")
 
 # Hyperparameters the entrypoint itself reads; they never reach LLaMA-Factory as they are.
 ENTRYPOINT_KEYS: dict[str, type] = {
@@ -68,6 +70,18 @@ COMMON_KEYS: dict[str, type] = {
     "dataloader_num_workers": int,
     "trust_remote_code": bool,
     "disable_tqdm": bool,
+    # Harmless keys users bring from LLaMA-Factory's examples.
+    "plot_loss": bool,
+    "overwrite_cache": bool,
+    "ddp_timeout": int,
+    "val_size": float,
+    "eval_strategy": str,
+    "save_strategy": str,
+    "save_only_model": bool,
+    "mask_history": bool,
+    "enable_thinking": bool,
+    "neftune_noise_alpha": float,
+    "run_name": str,
 }
 LORA_KEYS: dict[str, type] = {
     "lora_rank": int,
@@ -77,6 +91,16 @@ LORA_KEYS: dict[str, type] = {
     "use_rslora": bool,
     "use_dora": bool,
 }
+# LLaMA-Factory's preference-loss keys, for dpo-stage recipes.
+PREFERENCE_KEYS: dict[str, type] = {
+    "pref_beta": float,
+    "pref_loss": str,
+    "pref_ftx": float,
+    "dpo_label_smoothing": float,
+    "simpo_gamma": float,
+}
+# Set by the adapter a job continues (its adapter_config.json); LLaMA-Factory ignores them then.
+ADAPTER_SHAPE_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_rslora", "use_dora")
 QUANTIZATION_KEYS: dict[str, type] = {
     "quantization_bit": int,
     "quantization_method": str,
@@ -91,6 +115,9 @@ CHOICES: dict[str, tuple[Any, ...]] = {
     "flash_attn": ("auto", "disabled", "sdpa", "fa2", "fa3"),
     "quantization_bit": (4, 8),
     "quantization_type": ("nf4", "fp4"),
+    "eval_strategy": ("no", "steps", "epoch"),
+    "save_strategy": ("no", "steps", "epoch"),
+    "pref_loss": ("sigmoid", "hinge", "ipo", "kto_pair", "orpo", "simpo"),
 }
 # Counts and sizes that only make sense from 1 up.
 AT_LEAST_ONE = frozenset(
@@ -104,8 +131,13 @@ AT_LEAST_ONE = frozenset(
         "eval_steps",
         "lora_rank",
         "lora_alpha",
+        # LLaMA-Factory fails on an empty dataset, after the job has started.
+        "max_samples",
+        "ddp_timeout",
     }
 )
+# Values from 0 up.
+AT_LEAST_ZERO = frozenset({"val_size", "pref_beta", "pref_ftx", "dpo_label_smoothing", "neftune_noise_alpha"})
 
 # Set by the entrypoint from the SageMaker contract; a hyperparameter may not change them.
 MANAGED_KEYS = frozenset(
@@ -121,7 +153,6 @@ MANAGED_KEYS = frozenset(
         "resume_from_checkpoint",
         "do_train",
         "do_eval",
-        "eval_strategy",
         "stage",
         "finetuning_type",
         "deepspeed",
@@ -132,8 +163,14 @@ MANAGED_KEYS = frozenset(
         "include_num_input_tokens_seen",
         "export_dir",
         "push_to_hub",
+        "ref_model",
+        "ref_model_adapters",
+        "ref_model_quantization_bit",
     }
 )
+# Managed keys whose only value is the one the entrypoint sets: LLaMA-Factory's examples write them, so
+# a hyperparameter with that value is accepted and changes nothing (stage, finetuning_type: the recipe's).
+MANAGED_FIXED_VALUES: dict[str, Any] = {"report_to": "none", "overwrite_output_dir": True, "do_train": True}
 # A credential in hyperparameters would be stored in the job description in clear text.
 SECRET_KEYS = frozenset({"hf_token", "token", "hub_token", "hf_hub_token", "huggingface_token"})
 # Names ending like a credential (`api_key`, `WANDB_API_KEY`, `aws_secret_access_key`, `password`),
@@ -163,6 +200,10 @@ class Recipe:
         return str(self.llamafactory["finetuning_type"])
 
     @property
+    def stage(self) -> str:
+        return str(self.llamafactory["stage"])
+
+    @property
     def quantized(self) -> bool:
         return "quantization_bit" in self.llamafactory
 
@@ -173,6 +214,8 @@ class Recipe:
             types.update(LORA_KEYS)
         if self.quantized:
             types.update(QUANTIZATION_KEYS)
+        if self.stage == "dpo":
+            types.update(PREFERENCE_KEYS)
         for key, value in self.llamafactory.items():
             if key not in types and key not in MANAGED_KEYS:
                 types[key] = type(value)
@@ -200,6 +243,10 @@ def _check_choice(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={value!r} is not allowed; allowed: {listed}")
     if key in AT_LEAST_ONE and value < 1:
         raise ConfigError(f"{key}={value!r} must be at least 1")
+    if key in AT_LEAST_ZERO and value < 0:
+        raise ConfigError(f"{key}={value!r} must be at least 0")
+    if key == "val_size" and value >= 1 and value != int(value):
+        raise ConfigError(f"val_size={value!r} must be a fraction below 1 or a whole number of rows")
     if key == "learning_rate" and value <= 0:
         raise ConfigError(f"learning_rate={value!r} must be greater than 0")
 
@@ -214,6 +261,8 @@ def parse_recipe(name: str, data: Any) -> Recipe:
     settings = data.get("llamafactory")
     if not isinstance(settings, dict) or not _RECIPE_OWN_KEYS <= set(settings):
         raise ConfigError(f"recipe {name}: 'llamafactory' must be a mapping with stage and finetuning_type")
+    if settings["stage"] not in STAGES:
+        raise ConfigError(f"recipe {name}: stage {settings['stage']!r}; allowed: {', '.join(STAGES)}")
     managed = sorted(set(settings) & (MANAGED_KEYS - _RECIPE_OWN_KEYS))
     if managed:
         raise ConfigError(f"recipe {name}: keys {managed} are set by the entrypoint, remove them")
@@ -230,7 +279,7 @@ def parse_recipe(name: str, data: Any) -> Recipe:
         raise ConfigError(
             f"recipe {name}: memory_tiers {memory_tiers!r}; allowed: {', '.join(sorted(TIERS))}"
         )
-    typed = {**COMMON_KEYS, **LORA_KEYS, **QUANTIZATION_KEYS}
+    typed = {**COMMON_KEYS, **LORA_KEYS, **QUANTIZATION_KEYS, **PREFERENCE_KEYS}
     values = {
         key: parse_value(key, value, typed[key]) if key in typed else value for key, value in settings.items()
     }
@@ -258,13 +307,69 @@ def looks_like_secret(key: str, value: Any) -> bool:
     return name in SECRET_KEYS or bool(_SECRET_NAME.search(name) or _SECRET_VALUE.search(as_text(value)))
 
 
+def _check_managed(key: str, value: Any, recipe: Recipe) -> None:
+    """A managed key may only be given the one value the entrypoint or the recipe sets anyway."""
+    fixed = recipe.llamafactory[key] if key in _RECIPE_OWN_KEYS else MANAGED_FIXED_VALUES.get(key)
+    if fixed is None:
+        raise ConfigError(f"hyperparameter {key!r} is set by the entrypoint and cannot be changed")
+    if parse_value(key, value, type(fixed)) != fixed:
+        raise ConfigError(f"hyperparameter {key!r} is always {fixed!r} with recipe {recipe.name!r}")
+
+
+def run_problems(
+    recipe: Recipe, overrides: Mapping[str, Any], *, has_validation: bool, continues_adapter: bool
+) -> list[tuple[str, str]]:
+    """Rules that join hyperparameters with the job's inputs (a validation set, an adapter to continue)."""
+    problems = []
+    val_size = overrides.get("val_size", 0.0)
+    if val_size and has_validation:
+        problems.append(
+            (
+                "val_size",
+                "val_size splits the training set for evaluation, but a validation set is given; use one",
+            )
+        )
+    if overrides.get("eval_strategy", "no") != "no" and not (has_validation or val_size):
+        problems.append(
+            (
+                "eval_strategy",
+                f"eval_strategy={overrides['eval_strategy']!r} needs something to evaluate: "
+                "a validation set, or val_size",
+            )
+        )
+    pref_loss = overrides.get("pref_loss", recipe.llamafactory.get("pref_loss", "sigmoid"))
+    if overrides.get("dpo_label_smoothing") and pref_loss != "sigmoid":
+        problems.append(
+            ("dpo_label_smoothing", f"dpo_label_smoothing needs pref_loss='sigmoid'; got {pref_loss!r}")
+        )
+    if continues_adapter:
+        if recipe.finetuning_type != "lora":
+            problems.append(
+                (
+                    "base_adapter",
+                    f"recipe {recipe.name!r} trains {recipe.finetuning_type!r} weights; only a LoRA recipe "
+                    "continues an adapter",
+                )
+            )
+        problems += [
+            (key, f"hyperparameter {key!r} comes from the adapter being continued (its adapter_config.json)")
+            for key in ADAPTER_SHAPE_KEYS
+            if key in overrides
+        ]
+    return problems
+
+
 def check_hyperparameters(
-    raw: Mapping[str, Any], recipes: Mapping[str, Recipe]
+    raw: Mapping[str, Any],
+    recipes: Mapping[str, Recipe],
+    *,
+    has_validation: bool = False,
+    continues_adapter: bool = False,
 ) -> tuple[JobSettings | None, list[tuple[str, str]]]:
     """The job's settings and every problem with its hyperparameters, as (key, message) pairs.
 
-    The one table of rules: the entrypoint applies it to a job's hyperparameters, and the training
-    pipeline applies it to a request before any job starts. No problems means settings is not None.
+    The one table of rules: the entrypoint applies it to a job's hyperparameters and inputs, and the
+    training pipeline applies it to a request before any job starts. No problems means settings is not None.
     """
     values = {k: v for k, v in raw.items() if not k.startswith(IGNORED_PREFIXES)}
     recipe_name = as_text(values.pop("recipe", DEFAULT_RECIPE))
@@ -283,7 +388,8 @@ def check_hyperparameters(
                     "(tokens, keys, passwords); keep the token in Secrets Manager, set HF_TOKEN_SECRET_ARN"
                 )
             if key in MANAGED_KEYS:
-                raise ConfigError(f"hyperparameter {key!r} is set by the entrypoint and cannot be changed")
+                _check_managed(key, values[key], recipe)
+                continue
             if key in ENTRYPOINT_KEYS:
                 own[key] = parse_value(key, values[key], ENTRYPOINT_KEYS[key])
                 _check_choice(key, own[key])
@@ -302,14 +408,26 @@ def check_hyperparameters(
                 f"{recipe.finetuning_type!r} weights",
             )
         )
+    if not problems:
+        problems = run_problems(
+            recipe, overrides, has_validation=has_validation, continues_adapter=continues_adapter
+        )
     if problems:
         return None, problems
     return JobSettings(recipe=recipe, overrides=overrides, **own), []
 
 
-def parse_hyperparameters(raw: Mapping[str, Any], recipes: Mapping[str, Recipe]) -> JobSettings:
+def parse_hyperparameters(
+    raw: Mapping[str, Any],
+    recipes: Mapping[str, Recipe],
+    *,
+    has_validation: bool = False,
+    continues_adapter: bool = False,
+) -> JobSettings:
     """Turn the job's string hyperparameters into typed settings, rejecting what is not allowed."""
-    settings, problems = check_hyperparameters(raw, recipes)
+    settings, problems = check_hyperparameters(
+        raw, recipes, has_validation=has_validation, continues_adapter=continues_adapter
+    )
     if problems:
         raise ConfigError("; ".join(message for _, message in problems))
     return settings
@@ -329,6 +447,8 @@ class RunInputs:
     # Total memory of one GPU in GiB as the launcher read it; None when unknown (no GPU).
     gpu_memory_gib: float | None = None
     recipes_dir: str = str(RECIPES_DIR)
+    # A trained LoRA adapter to continue (e.g. an SFT adapter under the dpo recipe); None: a new one.
+    adapter_path: str | None = None
 
 
 def _distributed_keys(strategy: str, recipes_dir: str) -> dict[str, Any]:
@@ -339,6 +459,17 @@ def _distributed_keys(strategy: str, recipes_dir: str) -> dict[str, Any]:
     if strategy == "fsdp":
         return {"fsdp": "full_shard auto_wrap", "fsdp_config": f"{recipes_dir}/fsdp/fsdp.json"}
     return {}
+
+
+def _adapter_keys(settings: JobSettings, config: Mapping[str, Any], inputs: RunInputs) -> dict[str, Any]:
+    """Continue a trained adapter: LLaMA-Factory trains it further (one adapter on the base model, served
+    like any other); DPO's reference model is then the base with that adapter, not the bare base."""
+    keys: dict[str, Any] = {"adapter_name_or_path": inputs.adapter_path}
+    if settings.recipe.stage == "dpo" and config.get("pref_loss", "sigmoid") not in ("orpo", "simpo"):
+        keys.update(ref_model=inputs.model_path, ref_model_adapters=inputs.adapter_path)
+        if "quantization_bit" in config:
+            keys["ref_model_quantization_bit"] = config["quantization_bit"]
+    return keys
 
 
 def _cpu_keys(settings: JobSettings, config: Mapping[str, Any]) -> dict[str, Any]:
@@ -383,12 +514,18 @@ def resolve_llamafactory_config(settings: JobSettings, inputs: RunInputs) -> dic
     )
     # Progress bars redraw with carriage returns, which glue them to other lines in job logs.
     config.setdefault("disable_tqdm", True)
+    # LLaMA-Factory draws the loss curve (training_loss.png) beside the adapter, where the model folder
+    # keeps it; its default is off.
+    config.setdefault("plot_loss", True)
     if inputs.resume_from:
         config["resume_from_checkpoint"] = inputs.resume_from
     if inputs.has_validation:
         config["eval_dataset"] = "validation"
-        config["eval_strategy"] = "steps"
+    if inputs.has_validation or config.get("val_size"):
+        config.setdefault("eval_strategy", "steps")
         config.setdefault("eval_steps", config.get("save_steps", 500))
+    if inputs.adapter_path:
+        config.update(_adapter_keys(settings, config, inputs))
     if inputs.world_size > 1:
         config.update(_distributed_keys(settings.distributed, inputs.recipes_dir))
     if not inputs.has_gpu:
