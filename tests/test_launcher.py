@@ -55,7 +55,7 @@ def _job_logs(world, job_name: str, lines: list[str]) -> None:
 
 
 PROGRESS = [
-    "llmft data layout=alpaca train_rows=1200 validation=True",
+    "llmft data train: 1200 rows (train/support.jsonl: alpaca)",
     "llmft step=10 loss=1.2345 learning_rate=9.000e-05 epoch=0.50 tokens_per_second=8123.4",
     "llmft eval step=10 eval_loss=1.3000",
 ]
@@ -92,7 +92,7 @@ def test_metrics_only_prints_the_losses_not_the_log(world, tmp_path):
         "train:loss=1.2345  train:learning_rate=9e-05  train:epoch=0.5  train:tokens_per_second=8123.4" in out
     )
     assert "validation:loss=1.3" in out
-    assert "layout=alpaca" not in out, "plain log lines are left out"
+    assert "1200 rows" not in out, "plain log lines are left out"
 
 
 def test_a_failed_job_exits_1_with_its_reason(world, tmp_path, monkeypatch):

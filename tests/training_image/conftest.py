@@ -15,6 +15,18 @@ REPO = Path(__file__).resolve().parents[2]
 TRAINING_IMAGE = REPO / "training_image"
 
 
+@pytest.fixture(autouse=True)
+def llamafactory_logs_reach_every_tests_capture():
+    """LLaMA-Factory binds its log handler to the sys.stdout of its first use, which under pytest is that
+    test's capture; later tests would never see its log lines. Rebind it to the process's stdout (fd 1),
+    which every test's capture sees."""
+    yield
+    lf_logging = sys.modules.get("llamafactory.extras.logging")
+    handler = getattr(lf_logging, "_default_handler", None)
+    if handler is not None:
+        handler.setStream(sys.__stdout__)
+
+
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))

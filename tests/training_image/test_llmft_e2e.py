@@ -343,3 +343,26 @@ def test_child_process_failures_are_named(code, message):
     with pytest.raises(cli.ProcessFailed) as caught:
         cli.run_process([sys.executable, "-c", code], dict(os.environ), "training")
     assert str(caught.value) == message
+
+
+def test_a_channel_with_its_own_dataset_info_and_parquet_trains(tmp_path, tiny_model):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = write_job(tmp_path / "opt_ml", {**FAST, "max_steps": "2", "save_steps": "2"}, None, tiny_model)
+    train = root / "input" / "data" / "train"
+    train.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(alpaca_rows(8)), train / "rows.parquet")
+    qa = [{"question": row["instruction"], "answer": row["output"]} for row in alpaca_rows(8)]
+    (train / "qa.json").write_text(json.dumps(qa))
+    info = {
+        "rows": {"file_name": "rows.parquet"},
+        "qa": {"file_name": "qa.json", "columns": {"prompt": "question", "response": "answer"}},
+    }
+    (train / "dataset_info.json").write_text(json.dumps(info))
+    result = run_train_command(train_env(root, tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "llmft data train: 16 rows" in result.stdout
+    resolved = yaml.safe_load((root / "model" / "llamafactory_config.yaml").read_text())
+    assert resolved["dataset"] == "train_0,train_1"
+    assert [step for step, _ in progress(result.stdout)] == [1, 2]

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from llmft_train.data import dataset_info_entry, prepare_channel
+from llmft_train.data import STAGE_DATA, Hints, prepare_channel
 from llmft_train.failure import failure_line, write_failure
 from llmft_train.gpu import detect_gpu_memory_gib
 from llmft_train.hf_token import SECRET_ARN_ENV, fetch_hf_token
@@ -44,6 +44,7 @@ from llmft_train.recipes import (
     load_recipes,
     memory_plan,
     parse_hyperparameters,
+    recipes_by_data,
     resolve_llamafactory_config,
 )
 
@@ -132,8 +133,9 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     """Read and check every input, write the data and config for LLaMA-Factory, plan the launch."""
     check_input_data_config(_read_json(paths.input_data_config, {}))
     has_validation = paths.channel("validation").exists()
+    recipes = load_recipes()
     settings = parse_hyperparameters(
-        _read_json(paths.hyperparameters, {}), load_recipes(), has_validation=has_validation
+        _read_json(paths.hyperparameters, {}), recipes, has_validation=has_validation
     )
     if not paths.channel("train").exists():
         raise ConfigError(
@@ -149,13 +151,23 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     # One folder per node: under Slurm the root may be a file system every node shares.
     work_dir = paths.work_dir / f"node-{cluster.node_rank}"
     data_dir = work_dir / "data"
-    layout, rows = prepare_channel(paths.channel("train"), data_dir / "train.jsonl", settings.dataset_format)
-    info = {"train": dataset_info_entry(layout, "train.jsonl")}
-    if has_validation:
-        prepare_channel(paths.channel("validation"), data_dir / "validation.jsonl", layout)
-        info["validation"] = dataset_info_entry(layout, "validation.jsonl")
+    channels = ["train", "validation"] if has_validation else ["train"]
+    hints = Hints(recipes_by_data(recipes, STAGE_DATA))
+    prepared = {
+        name: prepare_channel(
+            paths.channel(name),
+            data_dir,
+            name=name,
+            stage=settings.recipe.stage,
+            dataset_format=settings.dataset_format,
+            hints=hints,
+        )
+        for name in channels
+    }
+    info = {name: entry for channel in prepared.values() for name, entry in channel.datasets.items()}
     (data_dir / "dataset_info.json").write_text(json.dumps(info, indent=2))
-    print(f"llmft data layout={layout} train_rows={rows} validation={has_validation}", flush=True)
+    for name, channel in prepared.items():
+        print(f"llmft data {channel.describe(name)}", flush=True)
 
     resume = find_resume_checkpoint(paths.checkpoints)
     inputs = RunInputs(
@@ -167,6 +179,8 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
         world_size=cluster.world_size,
         has_gpu=gpus > 0,
         gpu_memory_gib=detect_gpu_memory_gib(env, gpus),
+        train_datasets=tuple(prepared["train"].datasets),
+        validation_datasets=tuple(prepared["validation"].datasets) if has_validation else (),
     )
     plan = memory_plan(settings, inputs)
     if plan is not None:

@@ -449,6 +449,9 @@ class RunInputs:
     recipes_dir: str = str(RECIPES_DIR)
     # A trained LoRA adapter to continue (e.g. an SFT adapter under the dpo recipe); None: a new one.
     adapter_path: str | None = None
+    # The LLaMA-Factory datasets (dataset_info.json names) of the train and validation channels.
+    train_datasets: tuple[str, ...] = ("train",)
+    validation_datasets: tuple[str, ...] = ("validation",)
 
 
 def _distributed_keys(strategy: str, recipes_dir: str) -> dict[str, Any]:
@@ -504,7 +507,7 @@ def resolve_llamafactory_config(settings: JobSettings, inputs: RunInputs) -> dic
     config: dict[str, Any] = {**settings.recipe.llamafactory, **planned, **settings.overrides}
     config.update(
         model_name_or_path=inputs.model_path,
-        dataset="train",
+        dataset=",".join(inputs.train_datasets),
         dataset_dir=inputs.dataset_dir,
         output_dir=inputs.output_dir,
         overwrite_output_dir=True,
@@ -520,7 +523,7 @@ def resolve_llamafactory_config(settings: JobSettings, inputs: RunInputs) -> dic
     if inputs.resume_from:
         config["resume_from_checkpoint"] = inputs.resume_from
     if inputs.has_validation:
-        config["eval_dataset"] = "validation"
+        config["eval_dataset"] = ",".join(inputs.validation_datasets)
     if inputs.has_validation or config.get("val_size"):
         config.setdefault("eval_strategy", "steps")
         config.setdefault("eval_steps", config.get("save_steps", 500))
@@ -531,6 +534,16 @@ def resolve_llamafactory_config(settings: JobSettings, inputs: RunInputs) -> dic
     if not inputs.has_gpu:
         config.update(_cpu_keys(settings, config))
     return config
+
+
+def recipes_by_data(
+    recipes: Mapping[str, Recipe], stage_data: Mapping[str, str]
+) -> dict[str, tuple[str, ...]]:
+    """Recipe names by the kind of data their stage trains on (for dataset messages)."""
+    kinds: dict[str, list[str]] = {}
+    for name in sorted(recipes):
+        kinds.setdefault(stage_data[recipes[name].stage], []).append(name)
+    return {kind: tuple(names) for kind, names in kinds.items()}
 
 
 def export_config(train_config: Mapping[str, Any], adapter_dir: str, export_dir: str) -> dict:
