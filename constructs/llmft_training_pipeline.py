@@ -266,10 +266,14 @@ class TrainingPipeline(Construct):
     def _grant_training_role(self, *, store: DataStore, image: TrainingImageBuild, vpc: ec2.IVpc) -> None:
         role, bucket, key = self.training_role, store.data_bucket, store.key
         stack = Stack.of(self)
+        # training/*: the model.tar.gz of an earlier job, when a request continues its adapter.
         role.add_to_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
-                resources=[bucket.arn_for_objects(p) for p in ("datasets/*", "models/*", "checkpoints/*")],
+                resources=[
+                    bucket.arn_for_objects(prefix)
+                    for prefix in ("datasets/*", "models/*", "checkpoints/*", "training/*")
+                ],
             )
         )
         role.add_to_policy(
@@ -398,8 +402,9 @@ class TrainingPipeline(Construct):
             [
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="training jobs read any object under datasets/, models/ and checkpoints/ (every "
-                    "job's, for resume) and write under training/ and checkpoints/, keys chosen per request; "
+                    reason="training jobs read any object under datasets/, models/, checkpoints/ (every "
+                    "job's, for resume) and training/ (an earlier job's model.tar.gz whose adapter a request "
+                    "continues) and write under training/ and checkpoints/, keys chosen per request; "
                     "key.grant_encrypt_decrypt adds GenerateDataKey* and ReEncrypt* to Decrypt/Encrypt; on "
                     "*: EC2's Describe calls, ecr:GetAuthorizationToken and PutMetricData held to its "
                     "namespace, which take no resource, and the network interface changes held to the "
@@ -442,9 +447,11 @@ class TrainingPipeline(Construct):
             [
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="the request judge checks that the datasets and model a request names exist "
-                    "(HeadObject under datasets/ and models/) and that adapters/<new name>/manifest.json "
-                    "does not; the names come with each request. Its log streams are named by Lambda (:*)",
+                    reason="the request judge checks that the datasets a request names exist (HeadObject "
+                    "under datasets/), reads an S3 model's config.json under models/ (it must exist and name "
+                    "no quantization the image cannot train) and the manifest of an adapter the request "
+                    "continues, and checks that adapters/<new name>/manifest.json does not exist; the names "
+                    "come with each request. Its log streams are named by Lambda (:*)",
                     applies_to=[
                         RegexAppliesTo(regex=f"/^Resource::{bucket_arn}\\/(datasets|models)\\/\\*$/"),
                         manifests,

@@ -406,6 +406,18 @@ def test_every_tasks_rendered_parameters_pass_botocores_validator(full_app, monk
     with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
         world, _ = open_world(full_app, monkeypatch)
         world.put_inputs(*_inputs_of(request))
+        if "base_adapter" in request:
+            # The adapter it continues, as an earlier run of the pipeline recorded it.
+            sft = {
+                "recipe": "lora",
+                "base_model": request["base_model"],
+                "model_artifact": f"s3://{BUCKET}/training/{request['base_adapter']}-1/output/model.tar.gz",
+            }
+            world.s3.put_object(
+                Bucket=BUCKET,
+                Key=f"adapters/{request['base_adapter']}/manifest.json",
+                Body=json.dumps(sft).encode(),
+            )
         if job:
             job_outcome(monkeypatch, {job: ("Failed", "CapacityError: Unable to provision capacity.")})
         run = world.run(request)

@@ -24,6 +24,23 @@ BASE = {k: v for k, v in VALID_REQUEST.items() if k != "instance_type"} | {"inst
 HUB = {**BASE, "base_model": "meta-llama/Llama-3.1-8B-Instruct"}
 COUNTING_NAME = re.compile(r"hyperparameters\.n\d+")
 ONLY_REQUIRED = {k: BASE[k] for k in ("recipe", "adapter_name", "train_data", "base_model", "instance_type")}
+SFT_ARTIFACT = f"s3://{BUCKET}/training/support-sft-1/output/model.tar.gz"
+# Manifests of adapters a request may continue (base_adapter), as the pipeline writes them.
+MANIFESTS = {
+    "support-sft": {"recipe": "lora", "base_model": BASE["base_model"], "model_artifact": SFT_ARTIFACT},
+    "contracts-full": {
+        "recipe": "full_sft",
+        "base_model": BASE["base_model"],
+        "model_artifact": SFT_ARTIFACT,
+    },
+    "other-base": {"recipe": "lora", "base_model": "meta-llama/Llama-3.2-1B", "model_artifact": SFT_ARTIFACT},
+    "elsewhere": {
+        "recipe": "lora",
+        "base_model": BASE["base_model"],
+        "model_artifact": "s3://x/training/a.tar.gz",
+    },
+}
+DPO = {**BASE, "recipe": "dpo", "adapter_name": "support-dpo"}
 
 
 def _without(field: str) -> dict:
@@ -75,6 +92,9 @@ CORPUS = [
         [],
     ),
     ("valid, a 60-character job name", {**BASE, "job_name": "j" * 60}, []),
+    ("valid, DPO from the base model", DPO, []),
+    ("valid, DPO on an SFT adapter", {**DPO, "base_adapter": "support-sft"}, []),
+    ("valid, more SFT on an SFT adapter", {**BASE, "base_adapter": "support-sft"}, []),
     ("valid, a 63-character adapter name", {**BASE, "adapter_name": "a" * 63}, []),
     # Counting cases: SageMaker's limit is judged on the count line (the made-up names are refused too).
     (
@@ -126,6 +146,25 @@ CORPUS = [
         ["base_model"],
     ),
     ("refused, an adapter name already published", {**BASE, "adapter_name": "published"}, ["adapter_name"]),
+    ("refused, a base adapter never trained", {**DPO, "base_adapter": "nobody"}, ["base_adapter"]),
+    ("refused, a full model as base adapter", {**DPO, "base_adapter": "contracts-full"}, ["base_adapter"]),
+    ("refused, a base adapter of another model", {**DPO, "base_adapter": "other-base"}, ["base_adapter"]),
+    ("refused, a base adapter outside training/", {**DPO, "base_adapter": "elsewhere"}, ["base_adapter"]),
+    (
+        "refused, a manifest that is not the pipeline's",
+        {**DPO, "base_adapter": "published"},
+        ["base_adapter"],
+    ),
+    (
+        "refused, full SFT continuing an adapter",
+        {**BASE, "recipe": "full_sft", "base_adapter": "support-sft"},
+        ["base_adapter"],
+    ),
+    (
+        "refused, a LoRA shape key with a base adapter",
+        {**DPO, "base_adapter": "support-sft", "hyperparameters": {"lora_rank": "8"}},
+        ["hyperparameters.lora_rank"],
+    ),
     (
         "refused, many problems",
         {**BASE, "adapter_name": "A B", "hyperparameters": {"x": 1}, "size": 1},
@@ -145,6 +184,10 @@ def s3_world(default_app, monkeypatch):
             "adapters/published/manifest.json",
         ):
             s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}")
+        for name, document in MANIFESTS.items():
+            s3.put_object(
+                Bucket=BUCKET, Key=f"adapters/{name}/manifest.json", Body=json.dumps(document).encode()
+            )
         monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
         monkeypatch.setenv("DATA_BUCKET", BUCKET)
         monkeypatch.setenv("VOLUME_KMS_KEY_ARN", KMS_KEY)
@@ -198,3 +241,16 @@ def test_the_launcher_and_the_state_machines_function_judge_alike(s3_world, tmp_
         name for name in (p.split(":", 1)[0] for p in from_function) if not COUNTING_NAME.fullmatch(name)
     ]
     assert named == expected, from_function
+
+
+def test_a_continued_adapter_reaches_the_job_as_its_adapter_channel(s3_world):
+    verdict = handlers.validate(
+        {"request": {**DPO, "base_adapter": "support-sft"}, "start_time": "2026-12-02T17:05:01Z"}
+    )
+    assert verdict["valid"], verdict["cause"]
+    plan = verdict["plan"]
+    adapter = [c for c in plan["channels"] if c["ChannelName"] == "adapter"]
+    assert [c["DataSource"]["S3DataSource"]["S3Uri"] for c in adapter] == [SFT_ARTIFACT]
+    assert plan["base_adapter"] == "support-sft" and plan["recipe"] == "dpo"
+    without = handlers.validate({"request": DPO, "start_time": "2026-12-02T17:05:01Z"})["plan"]
+    assert "base_adapter" not in without and all(c["ChannelName"] != "adapter" for c in without["channels"])

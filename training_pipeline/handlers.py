@@ -22,6 +22,7 @@ from training_pipeline.request import (
     manifest,
     online_problems,
     plan_job,
+    read_manifest,
     request_problems,
 )
 
@@ -62,8 +63,16 @@ def verdict(
         problems = online_problems(request, s3, data_bucket)
     if problems:
         return {"valid": False, "cause": "\n".join(problems), "plan": None, "attempt": None}
+    artifact = None
+    if "base_adapter" in request:
+        artifact = read_manifest(s3, data_bucket, request["base_adapter"])["model_artifact"]
     plan = plan_job(
-        request, deployment, data_bucket=data_bucket, volume_kms_key=volume_kms_key, started=started
+        request,
+        deployment,
+        data_bucket=data_bucket,
+        volume_kms_key=volume_kms_key,
+        started=started,
+        base_adapter_artifact=artifact,
     )
     return {"valid": True, "cause": "", "plan": plan, "attempt": {"number": 1, "job_name": plan["job_name"]}}
 

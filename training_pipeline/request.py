@@ -31,6 +31,10 @@ MODEL_PREFIX = "models/"
 CHECKPOINT_DIR = "/opt/ml/checkpoints"
 # Keys the pipeline adds to a job's hyperparameters (SageMaker counts them against its limit).
 PIPELINE_KEYS = ("recipe", "model_id")
+# The channel that carries a continued adapter (the image's `adapter` channel).
+ADAPTER_CHANNEL = "adapter"
+# Where training jobs write their model.tar.gz: the only artifacts the training role may read back.
+TRAINING_ARTIFACT = re.compile(r"^s3://(?P<bucket>[^/]+)/training/.+\.tar\.gz$")
 # The hyperparameters travel through the execution's state several times (request, plan, the job's
 # description in an error); at 32 KiB the largest state stays far below Step Functions' 256 KiB limit,
 # which would otherwise end the execution with an uncatchable States.DataLimitExceeded.
@@ -224,7 +228,7 @@ def job_hyperparameters(request: Mapping[str, Any]) -> dict[str, str]:
 def _hyperparameter_problems(request: Mapping[str, Any], deployment: Deployment) -> list[str]:
     given = request.get("hyperparameters", {})
     limits = deployment.limits
-    source = {"recipe": "recipe", "model_id": "base_model"}
+    source = {"recipe": "recipe", "model_id": "base_model", "base_adapter": "base_adapter"}
     problems = [
         f"hyperparameters.{key}: is set by the pipeline from the request's {source[key]}"
         for key in PIPELINE_KEYS
@@ -251,7 +255,10 @@ def _hyperparameter_problems(request: Mapping[str, Any], deployment: Deployment)
             "pipeline's state stays under Step Functions' 256 KiB payload limit"
         )
     _, image_problems = check_hyperparameters(
-        hyperparameters, load_recipes(), has_validation="validation_data" in request
+        hyperparameters,
+        load_recipes(),
+        has_validation="validation_data" in request,
+        continues_adapter="base_adapter" in request,
     )
     for key, message in image_problems:
         where = source.get(key, f"hyperparameters.{key}")
@@ -323,12 +330,61 @@ def _object_exists(s3: Any, bucket: str, key: str) -> bool:
     return True
 
 
+def read_manifest(s3: Any, bucket: str, adapter_name: str) -> Any:
+    """adapters/<name>/manifest.json as written by the pipeline, or None when there is none."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = s3.get_object(Bucket=bucket, Key=MANIFEST_KEY.format(adapter_name))["Body"].read()
+    except ClientError as error:
+        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError:
+        return "not JSON"
+
+
+def _same_model(a: str, b: str) -> bool:
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def base_adapter_problems(request: Mapping[str, Any], document: Any, data_bucket: str) -> list[str]:
+    """Whether the adapter a request continues exists, is a LoRA adapter and fits its base model."""
+    name = request["base_adapter"]
+    where = f"s3://{data_bucket}/{MANIFEST_KEY.format(name)}"
+    if document is None:
+        return [f"base_adapter: {where} does not exist; name an adapter this pipeline trained"]
+    if not isinstance(document, dict) or not all(
+        isinstance(document.get(k), str) for k in ("model_artifact", "base_model")
+    ):
+        return [f"base_adapter: {where} is not a manifest of this pipeline (model_artifact, base_model)"]
+    recipes = load_recipes()
+    recipe = document.get("recipe")
+    if recipe in recipes and recipes[recipe].finetuning_type != "lora":
+        return [f"base_adapter: {name} was trained by recipe {recipe!r}: a full model, not a LoRA adapter"]
+    if not _same_model(document["base_model"], request["base_model"]):
+        return [
+            f"base_adapter: {name} was trained on base_model {document['base_model']}; "
+            f"an adapter only fits that model, and this request's base_model is {request['base_model']}"
+        ]
+    artifact = TRAINING_ARTIFACT.match(document["model_artifact"])
+    if not artifact or artifact["bucket"] != data_bucket:
+        return [
+            f"base_adapter: {where} names model_artifact {document['model_artifact']}; training jobs read "
+            f"adapters from s3://{data_bucket}/training/ only"
+        ]
+    return []
+
+
 def _folder_has_objects(s3: Any, bucket: str, prefix: str) -> bool:
     return s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0) > 0
 
 
 def online_problems(request: Mapping[str, Any], s3: Any, data_bucket: str) -> list[str]:
-    """Datasets and an S3 base model exist; adapters/<adapter_name>/manifest.json (that key) does not.
+    """Datasets and an S3 base model exist; a base adapter exists and fits; adapters/<adapter_name>/
+    manifest.json (that key) does not.
 
     Only for a request `request_problems` found valid. Access errors are raised: they are the deployment's
     problem, not the request's.
@@ -352,6 +408,10 @@ def online_problems(request: Mapping[str, Any], s3: Any, data_bucket: str) -> li
             found.append(
                 f"base_model: {folder}config.json does not exist; the folder must hold a Hugging Face model"
             )
+    if "base_adapter" in request:
+        found += base_adapter_problems(
+            request, read_manifest(s3, data_bucket, request["base_adapter"]), data_bucket
+        )
     manifest = MANIFEST_KEY.format(request["adapter_name"])
     if _object_exists(s3, data_bucket, manifest):
         found.append(
@@ -411,8 +471,11 @@ def plan_job(
     data_bucket: str,
     volume_kms_key: str,
     started: datetime,
+    base_adapter_artifact: str | None = None,
 ) -> dict[str, Any]:
-    """The per-request parts of CreateTrainingJob (the state machine adds role, image, network, output)."""
+    """The per-request parts of CreateTrainingJob (the state machine adds role, image, network, output).
+
+    `base_adapter_artifact`: the model.tar.gz of the request's base_adapter (from its manifest)."""
     request = with_defaults(request, deployment)
     job_name = request.get("job_name") or default_job_name(
         request["adapter_name"], started, deployment.job_name_max
@@ -422,6 +485,8 @@ def plan_job(
         channels.append(_channel("validation", request["validation_data"]))
     if request["base_model"].startswith("s3://"):
         channels.append(_channel("model", model_folder(request["base_model"])))
+    if base_adapter_artifact:
+        channels.append(_channel(ADAPTER_CHANNEL, base_adapter_artifact))
     resources = {
         "InstanceType": request["instance_type"],
         "InstanceCount": int(request["instance_count"]),
@@ -434,7 +499,7 @@ def plan_job(
     if request["use_spot"]:
         # Spot jobs may wait for capacity on top of their runtime.
         stopping["MaxWaitTimeInSeconds"] = runtime + deployment.spot_extra_wait_hours * 3600
-    return {
+    plan = {
         "adapter_name": request["adapter_name"],
         "recipe": request["recipe"],
         "weights": weights_kind(request),
@@ -448,11 +513,14 @@ def plan_job(
         # Named after the first attempt: a capacity retry resumes from the same checkpoints.
         "checkpoint_uri": f"s3://{data_bucket}/checkpoints/{job_name}/",
     }
+    if "base_adapter" in request:
+        plan["base_adapter"] = request["base_adapter"]
+    return plan
 
 
 def manifest(plan: Mapping[str, Any], description: Mapping[str, Any], execution_arn: str) -> dict:
     """The adapter manifest (the contract read by the inference stack) from the plan and the job."""
-    return {
+    document = {
         "adapter_name": plan["adapter_name"],
         "model_artifact": description["ModelArtifacts"]["S3ModelArtifacts"],
         "training_job_name": description["TrainingJobName"],
@@ -465,3 +533,7 @@ def manifest(plan: Mapping[str, Any], description: Mapping[str, Any], execution_
             for metric in description.get("FinalMetricDataList", [])
         ],
     }
+    if plan.get("base_adapter"):
+        # Lineage: the adapter this one continued (e.g. the SFT adapter under a DPO run).
+        document["base_adapter"] = plan["base_adapter"]
+    return document

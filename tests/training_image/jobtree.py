@@ -36,6 +36,21 @@ def alpaca_rows(count: int = 20) -> list[dict]:
     ]
 
 
+def preference_rows(count: int = 16) -> list[dict]:
+    """Preference pairs (alpaca layout, as LLaMA-Factory's dpo demo in alpaca form): the right answer
+    chosen, another row's answer rejected."""
+    rows = alpaca_rows(count)
+    return [
+        {
+            "instruction": row["instruction"],
+            "input": "",
+            "chosen": row["output"],
+            "rejected": rows[(i + 3) % len(rows)]["output"],
+        }
+        for i, row in enumerate(rows)
+    ]
+
+
 def build_tiny_model(target: Path) -> Path:
     """A random two-layer Llama and a word-level tokenizer, saved like a Hub checkpoint."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from botocore.stub import Stubber
 from conftest import run_train_command, start_train_command, train_env
-from jobtree import alpaca_rows, write_job
+from jobtree import alpaca_rows, preference_rows, write_job
 from llmft_train import cli
 from llmft_train.paths import JobPaths
 from llmft_train.progress import parse_metrics
@@ -176,7 +176,7 @@ def test_bad_input_fails_fast_with_one_line_in_the_failure_file(tmp_path, tiny_m
     assert result.returncode != 0
     failure = (root / "output" / "failure").read_text()
     assert failure.count("\n") == 1
-    assert failure.startswith("unknown recipe 'lora_turbo'; allowed: full_sft, lora, qlora_4bit")
+    assert failure.startswith("unknown recipe 'lora_turbo'; allowed: dpo, full_sft, lora, qlora_4bit")
 
 
 @pytest.mark.parametrize(
@@ -366,3 +366,94 @@ def test_a_channel_with_its_own_dataset_info_and_parquet_trains(tmp_path, tiny_m
     resolved = yaml.safe_load((root / "model" / "llamafactory_config.yaml").read_text())
     assert resolved["dataset"] == "train_0,train_1"
     assert [step for step, _ in progress(result.stdout)] == [1, 2]
+
+
+def test_dpo_run_trains_a_new_adapter_on_preference_pairs(tmp_path, tiny_model):
+    root = write_job(
+        tmp_path / "opt_ml",
+        {**FAST, "recipe": "dpo", "max_steps": "2", "save_steps": "2", "per_device_train_batch_size": "2"},
+        preference_rows(8),
+        tiny_model,
+    )
+    result = run_train_command(train_env(root, tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = root / "model"
+    resolved = yaml.safe_load((model / "llamafactory_config.yaml").read_text())
+    assert (
+        resolved["stage"] == "dpo" and "adapter_name_or_path" not in resolved and "ref_model" not in resolved
+    )
+    assert json.loads((model / "adapter_config.json").read_text())["peft_type"] == "LORA"
+    assert math.isfinite(json.loads((model / "metrics.json").read_text())["loss"])
+    assert [step for step, _ in progress(result.stdout)] == [1, 2]
+    assert "llmft data train: 8 rows (train/data.jsonl: alpaca)" in result.stdout
+
+
+def pack_model_tar(model_dir: Path, archive: Path) -> Path:
+    """The model folder as SageMaker uploads it: model.tar.gz of its contents."""
+    import tarfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted(model_dir.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(model_dir)), recursive=False)
+    return archive
+
+
+def test_dpo_continues_an_sft_adapter_with_it_as_the_reference(tmp_path, tiny_model):
+    sft = write_job(
+        tmp_path / "sft",
+        {
+            **FAST,
+            "recipe": "lora",
+            "lora_rank": "4",
+            "max_steps": "2",
+            "save_steps": "2",
+            "merge_adapter": "true",
+        },
+        alpaca_rows(8),
+        tiny_model,
+    )
+    first = run_train_command(train_env(sft, tmp_path / "home-sft"))
+    assert first.returncode == 0, first.stderr[-3000:]
+
+    root = write_job(
+        tmp_path / "dpo",
+        {**FAST, "recipe": "dpo", "max_steps": "2", "save_steps": "2", "per_device_train_batch_size": "2"},
+        preference_rows(8),
+        tiny_model,
+    )
+    pack_model_tar(sft / "model", root / "input" / "data" / "adapter" / "model.tar.gz")
+    channels = json.loads((root / "input" / "config" / "inputdataconfig.json").read_text())
+    channels["adapter"] = {"TrainingInputMode": "File"}
+    (root / "input" / "config" / "inputdataconfig.json").write_text(json.dumps(channels))
+    result = run_train_command(train_env(root, tmp_path / "home-dpo"))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    unpacked = root / "work" / "node-0" / "adapter"
+    assert (unpacked / "adapter_config.json").is_file() and not (unpacked / "merged").exists()
+    resolved = yaml.safe_load((root / "model" / "llamafactory_config.yaml").read_text())
+    assert resolved["adapter_name_or_path"] == str(unpacked)
+    assert resolved["ref_model"] == resolved["model_name_or_path"]
+    assert resolved["ref_model_adapters"] == str(unpacked), (
+        "DPO's reference is the SFT model, not the bare base"
+    )
+    continued = json.loads((root / "model" / "adapter_config.json").read_text())
+    assert continued["r"] == 4, "the SFT adapter was continued (rank 4), not a new rank-16 adapter created"
+    from safetensors.numpy import load_file
+
+    before = load_file(str(sft / "model" / "adapter_model.safetensors"))
+    after = load_file(str(root / "model" / "adapter_model.safetensors"))
+    assert before.keys() == after.keys()
+    assert any(not (before[name] == after[name]).all() for name in before), "DPO left the adapter unchanged"
+
+
+def test_a_lora_shape_key_with_a_continued_adapter_is_refused(tmp_path, tiny_model, monkeypatch):
+    root = write_job(
+        tmp_path / "opt_ml", {**FAST, "recipe": "dpo", "lora_rank": "8"}, preference_rows(2), tiny_model
+    )
+    (root / "input" / "data" / "adapter").mkdir()
+    (root / "input" / "data" / "adapter" / "adapter_config.json").write_text("{}")
+    use_env(monkeypatch, train_env(root, tmp_path))
+    assert cli.main() == 1
+    failure = (root / "output" / "failure").read_text()
+    assert "hyperparameter 'lora_rank' comes from the adapter being continued" in failure, failure

@@ -6,6 +6,7 @@ import pytest
 from llmft_train.failure import MAX_LENGTH, failure_line, write_failure
 from llmft_train.hyperparams import ConfigError
 from llmft_train.outputs import (
+    adapter_member_names,
     find_resume_checkpoint,
     model_file_names,
     newest_checkpoint,
@@ -47,6 +48,17 @@ def test_find_resume_checkpoint_reads_the_folder(tmp_path):
 def test_model_files_leave_out_training_args_and_hidden_files():
     names = ["adapter_model.safetensors", "training_args.bin", ".sagemaker-uploading", "tokenizer.json"]
     assert model_file_names(names) == ["adapter_model.safetensors", "tokenizer.json"]
+
+
+def test_only_the_top_of_a_model_tar_makes_the_adapter_to_continue():
+    names = [
+        "./adapter_config.json",
+        "adapter_model.safetensors",
+        "merged/model.safetensors",
+        "./.hidden",
+        "./",
+    ]
+    assert adapter_member_names(names) == ["./adapter_config.json", "adapter_model.safetensors"]
 
 
 def test_metrics_summarize_the_trainer_state():

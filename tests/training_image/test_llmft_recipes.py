@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from llmft_train.hyperparams import ConfigError, as_text, parse_value
 from llmft_train.recipes import (
@@ -269,7 +271,7 @@ def test_export_config_merges_the_adapter_into_the_base():
 @pytest.mark.parametrize(
     ("hyperparameters", "message"),
     [
-        ({"recipe": "lora_turbo"}, "unknown recipe 'lora_turbo'; allowed: full_sft, lora, qlora_4bit"),
+        ({"recipe": "lora_turbo"}, "unknown recipe 'lora_turbo'; allowed: dpo, full_sft, lora, qlora_4bit"),
         (
             {"lora_rnk": "8"},
             "unknown hyperparameter 'lora_rnk' for recipe 'lora' (did you mean lora_rank?); allowed: ",
@@ -376,3 +378,42 @@ def test_recipe_values_are_coerced_to_their_key_types():
     assert recipe.llamafactory["learning_rate"] == 1e-4
     # A key only the recipe knows is overridable with the type of its default.
     assert recipe.override_types()["resize_vocab"] is bool
+
+
+def test_a_continued_adapter_is_trained_further_and_is_dpos_reference():
+    sft = parse_hyperparameters({"model_id": "m"}, RECIPES, continues_adapter=True)
+    config = resolve_llamafactory_config(sft, inputs(adapter_path="/w/adapter"))
+    assert config["adapter_name_or_path"] == "/w/adapter" and "ref_model" not in config
+    dpo = parse_hyperparameters({"model_id": "m", "recipe": "dpo"}, RECIPES, continues_adapter=True)
+    config = resolve_llamafactory_config(dpo, inputs(adapter_path="/w/adapter"))
+    assert config["ref_model"] == "/opt/ml/input/data/model" and config["ref_model_adapters"] == "/w/adapter"
+    orpo = parse_hyperparameters(
+        {"model_id": "m", "recipe": "dpo", "pref_loss": "orpo"}, RECIPES, continues_adapter=True
+    )
+    assert "ref_model" not in resolve_llamafactory_config(orpo, inputs(adapter_path="/w/adapter"))
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "message"),
+    [
+        (
+            {"recipe": "full_sft"},
+            "recipe 'full_sft' trains 'full' weights; only a LoRA recipe continues an adapter",
+        ),
+        ({"lora_target": "q_proj"}, "hyperparameter 'lora_target' comes from the adapter being continued"),
+    ],
+)
+def test_what_a_continued_adapter_cannot_take_is_refused(hyperparameters, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_hyperparameters({"model_id": "m", **hyperparameters}, RECIPES, continues_adapter=True)
+
+
+def test_dpo_recipe_takes_the_preference_keys_and_sft_recipes_do_not():
+    settings = parse_hyperparameters({"model_id": "m", "recipe": "dpo", "pref_beta": "0.2"}, RECIPES)
+    assert resolve_llamafactory_config(settings, inputs())["pref_beta"] == 0.2
+    with pytest.raises(ConfigError, match="unknown hyperparameter 'pref_beta' for recipe 'lora'"):
+        parse_hyperparameters({"model_id": "m", "pref_beta": "0.2"}, RECIPES)
+    with pytest.raises(ConfigError, match="dpo_label_smoothing needs pref_loss='sigmoid'"):
+        parse_hyperparameters(
+            {"model_id": "m", "recipe": "dpo", "pref_loss": "ipo", "dpo_label_smoothing": "0.1"}, RECIPES
+        )

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from llmft_train.launch import (
     plan_launch,
 )
 from llmft_train.outputs import (
+    adapter_member_names,
     find_resume_checkpoint,
     model_file_names,
     summarize_metrics,
@@ -48,7 +50,7 @@ from llmft_train.recipes import (
     resolve_llamafactory_config,
 )
 
-CHANNELS = ("train", "validation", "model")
+CHANNELS = ("train", "validation", "model", "adapter")
 INPUT_MODES = ("File", "FastFile")
 GPUS_ENV = "LLMFT_GPUS_PER_NODE"
 # Defaults for the training processes; the job's own environment wins.
@@ -95,6 +97,31 @@ def choose_model_path(model_id: str | None, model_channel: Path | None) -> str:
     return model_id
 
 
+def unpack_adapter(channel: Path, target: Path) -> Path:
+    """The LoRA adapter a job continues: the channel's own files, or the top of its model.tar.gz (an
+    earlier job's output, as the pipeline passes it)."""
+    if (channel / "adapter_config.json").is_file():
+        return channel
+    archives = sorted(channel.rglob("*.tar.gz"))
+    if len(archives) != 1:
+        found = sorted(p.name for p in channel.rglob("*") if p.is_file())[:10]
+        raise ConfigError(
+            f"adapter channel {channel}: expected adapter_config.json or one model.tar.gz; found {found}"
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archives[0]) as archive:
+        wanted = set(adapter_member_names(m.name for m in archive.getmembers() if m.isfile()))
+        archive.extractall(
+            target, members=[m for m in archive.getmembers() if m.name in wanted], filter="data"
+        )
+    if not (target / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"adapter channel {channel}: {archives[0].name} holds no adapter_config.json, so it is not a "
+            "LoRA adapter (a full model cannot be continued as an adapter)"
+        )
+    return target
+
+
 def _read_json(path: Path, default: Any) -> Any:
     if not path.is_file():
         return default
@@ -133,9 +160,13 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     """Read and check every input, write the data and config for LLaMA-Factory, plan the launch."""
     check_input_data_config(_read_json(paths.input_data_config, {}))
     has_validation = paths.channel("validation").exists()
+    continues_adapter = paths.channel("adapter").exists()
     recipes = load_recipes()
     settings = parse_hyperparameters(
-        _read_json(paths.hyperparameters, {}), recipes, has_validation=has_validation
+        _read_json(paths.hyperparameters, {}),
+        recipes,
+        has_validation=has_validation,
+        continues_adapter=continues_adapter,
     )
     if not paths.channel("train").exists():
         raise ConfigError(
@@ -169,6 +200,7 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
     for name, channel in prepared.items():
         print(f"llmft data {channel.describe(name)}", flush=True)
 
+    adapter = unpack_adapter(paths.channel("adapter"), work_dir / "adapter") if continues_adapter else None
     resume = find_resume_checkpoint(paths.checkpoints)
     inputs = RunInputs(
         model_path=model_path,
@@ -179,6 +211,7 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
         world_size=cluster.world_size,
         has_gpu=gpus > 0,
         gpu_memory_gib=detect_gpu_memory_gib(env, gpus),
+        adapter_path=str(adapter) if adapter else None,
         train_datasets=tuple(prepared["train"].datasets),
         validation_datasets=tuple(prepared["validation"].datasets) if has_validation else (),
     )

@@ -12,6 +12,17 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _NOT_MODEL_FILES = frozenset({"training_args.bin"})
 
 
+def adapter_member_names(names: Iterable[str]) -> list[str]:
+    """Files of a trained job's model.tar.gz that make the adapter to continue: those at its top (the
+    adapter, tokenizer, configs), not `merged/` or anything below it."""
+    kept = []
+    for name in names:
+        plain = name.removeprefix("./")
+        if plain and "/" not in plain and not plain.startswith("."):
+            kept.append(name)
+    return sorted(kept)
+
+
 def newest_checkpoint(checkpoints: Mapping[str, bool]) -> str | None:
     """Name of the highest `checkpoint-N` that is complete (maps each name to 'has trainer_state')."""
     steps = {
