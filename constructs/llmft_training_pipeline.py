@@ -62,7 +62,7 @@ BUNDLED_FILES = {
     "training_pipeline/request.schema.json": PIPELINE_SOURCE / "request.schema.json",
     **{
         f"llmft_train/{name}": IMAGE_RULES / name
-        for name in ("__init__.py", "hyperparams.py", "memory.py", "progress.py", "recipes.py")
+        for name in ("__init__.py", "hyperparams.py", "memory.py", "models.py", "progress.py", "recipes.py")
     },
     "llmft_train/recipes": IMAGE_RULES / "recipes",
 }

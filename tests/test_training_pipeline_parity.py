@@ -41,6 +41,11 @@ MANIFESTS = {
     },
 }
 DPO = {**BASE, "recipe": "dpo", "adapter_name": "support-dpo"}
+# config.json of quantized checkpoints in the bucket: the judge reads it before a job starts.
+QUANTIZED_MODELS = {
+    "llama-awq": {"quant_method": "awq", "bits": 4},
+    "llama-bnb-4bit": {"quant_method": "bitsandbytes", "load_in_4bit": True},
+}
 
 
 def _without(field: str) -> dict:
@@ -146,6 +151,21 @@ CORPUS = [
         ["base_model"],
     ),
     ("refused, an adapter name already published", {**BASE, "adapter_name": "published"}, ["adapter_name"]),
+    (
+        "valid, LoRA on a bitsandbytes 4-bit checkpoint",
+        {**BASE, "base_model": f"s3://{BUCKET}/models/llama-bnb-4bit/"},
+        [],
+    ),
+    (
+        "refused, an AWQ checkpoint the image cannot train",
+        {**BASE, "base_model": f"s3://{BUCKET}/models/llama-awq/"},
+        ["base_model"],
+    ),
+    (
+        "refused, full SFT of a quantized checkpoint",
+        {**BASE, "recipe": "full_sft", "base_model": f"s3://{BUCKET}/models/llama-bnb-4bit/"},
+        ["base_model"],
+    ),
     ("refused, a base adapter never trained", {**DPO, "base_adapter": "nobody"}, ["base_adapter"]),
     ("refused, a full model as base adapter", {**DPO, "base_adapter": "contracts-full"}, ["base_adapter"]),
     ("refused, a base adapter of another model", {**DPO, "base_adapter": "other-base"}, ["base_adapter"]),
@@ -184,6 +204,9 @@ def s3_world(default_app, monkeypatch):
             "adapters/published/manifest.json",
         ):
             s3.put_object(Bucket=BUCKET, Key=key, Body=b"{}")
+        for name, quantization in QUANTIZED_MODELS.items():
+            config = {"model_type": "llama", "quantization_config": quantization}
+            s3.put_object(Bucket=BUCKET, Key=f"models/{name}/config.json", Body=json.dumps(config).encode())
         for name, document in MANIFESTS.items():
             s3.put_object(
                 Bucket=BUCKET, Key=f"adapters/{name}/manifest.json", Body=json.dumps(document).encode()

@@ -22,6 +22,7 @@ from typing import Any
 
 import jsonschema
 from llmft_train.hyperparams import ConfigError, parse_value
+from llmft_train.models import model_problem
 from llmft_train.progress import METRIC_DEFINITIONS
 from llmft_train.recipes import check_hyperparameters, load_recipes
 
@@ -330,20 +331,28 @@ def _object_exists(s3: Any, bucket: str, key: str) -> bool:
     return True
 
 
-def read_manifest(s3: Any, bucket: str, adapter_name: str) -> Any:
-    """adapters/<name>/manifest.json as written by the pipeline, or None when there is none."""
+NOT_JSON = "not JSON"
+
+
+def _read_json_object(s3: Any, bucket: str, key: str) -> Any:
+    """A small JSON object's content, None when the key does not exist, NOT_JSON when it is not JSON."""
     from botocore.exceptions import ClientError
 
     try:
-        body = s3.get_object(Bucket=bucket, Key=MANIFEST_KEY.format(adapter_name))["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as error:
         if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
     try:
         return json.loads(body)
-    except json.JSONDecodeError:
-        return "not JSON"
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return NOT_JSON
+
+
+def read_manifest(s3: Any, bucket: str, adapter_name: str) -> Any:
+    """adapters/<name>/manifest.json as written by the pipeline, or None when there is none."""
+    return _read_json_object(s3, bucket, MANIFEST_KEY.format(adapter_name))
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -404,10 +413,17 @@ def online_problems(request: Mapping[str, Any], s3: Any, data_bucket: str) -> li
                 found.append(f"{name}: {request[name]} does not exist")
     if request["base_model"].startswith("s3://"):
         folder = model_folder(request["base_model"])
-        if not _object_exists(s3, data_bucket, S3_URI.match(folder)["key"] + "config.json"):
+        config = _read_json_object(s3, data_bucket, S3_URI.match(folder)["key"] + "config.json")
+        if config is None:
             found.append(
                 f"base_model: {folder}config.json does not exist; the folder must hold a Hugging Face model"
             )
+        else:
+            # Quantized checkpoints the image cannot train are refused here, before a job starts.
+            recipe = load_recipes()[request["recipe"]]
+            problem = model_problem(config, finetuning_type=recipe.finetuning_type)
+            if problem:
+                found.append(f"base_model: {folder}config.json: {problem}")
     if "base_adapter" in request:
         found += base_adapter_problems(
             request, read_manifest(s3, data_bucket, request["base_adapter"]), data_bucket

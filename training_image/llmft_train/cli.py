@@ -32,6 +32,7 @@ from llmft_train.launch import (
     cluster_from_slurm,
     plan_launch,
 )
+from llmft_train.models import model_problem
 from llmft_train.outputs import (
     adapter_member_names,
     find_resume_checkpoint,
@@ -122,6 +123,21 @@ def unpack_adapter(channel: Path, target: Path) -> Path:
     return target
 
 
+def read_model_config(model_path: str, token: str | None) -> Any:
+    """The base model's config.json: the model channel's, or the Hub model's (one small file); None when
+    the Hub cannot be reached, which LLaMA-Factory then reports itself."""
+    local = Path(model_path) / "config.json"
+    if local.is_file():
+        return _read_json(local, None)
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return json.loads(Path(hf_hub_download(model_path, "config.json", token=token)).read_text())
+    except Exception as error:  # noqa: BLE001 - any failure here is LLaMA-Factory's to report
+        print(f"llmft model config.json of {model_path} not read ahead ({type(error).__name__})", flush=True)
+        return None
+
+
 def _read_json(path: Path, default: Any) -> Any:
     if not path.is_file():
         return default
@@ -156,7 +172,7 @@ def discover_cluster(paths: JobPaths, env: Mapping[str, str], gpus: int) -> Clus
     return Cluster(hosts=("localhost",), node_rank=0, gpus_per_node=gpus)
 
 
-def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
+def prepare_job(paths: JobPaths, env: Mapping[str, str], token: str | None = None) -> Job:
     """Read and check every input, write the data and config for LLaMA-Factory, plan the launch."""
     check_input_data_config(_read_json(paths.input_data_config, {}))
     has_validation = paths.channel("validation").exists()
@@ -178,6 +194,14 @@ def prepare_job(paths: JobPaths, env: Mapping[str, str]) -> Job:
 
     gpus = detect_gpus(env)
     cluster = discover_cluster(paths, env, gpus)
+    model_config = read_model_config(model_path, token)
+    if model_config is not None:
+        sharded = cluster.world_size > 1 and settings.distributed in ("deepspeed_zero3", "fsdp")
+        problem = model_problem(
+            model_config, finetuning_type=settings.recipe.finetuning_type, sharded=sharded
+        )
+        if problem:
+            raise ConfigError(problem)
 
     # One folder per node: under Slurm the root may be a file system every node shares.
     work_dir = paths.work_dir / f"node-{cluster.node_rank}"
@@ -269,7 +293,7 @@ def write_model(paths: JobPaths, job: Job, run_env: Mapping[str, str]) -> None:
 
 
 def run(paths: JobPaths, env: Mapping[str, str], token: str | None) -> None:
-    job = prepare_job(paths, env)
+    job = prepare_job(paths, env, token)
     print(
         f"llmft recipe={job.settings.recipe.name} world_size={job.plan.world_size} "
         f"resume_from={job.resumed_from}",
