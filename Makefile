@@ -15,7 +15,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install synth test lint test-cdk test-image clean
+.PHONY: install synth test lint test-cdk test-image cost clean
 
 install: $(VENV)/.installed node_modules/.installed $(LAMBDA_DEPS)/.installed
 
@@ -66,6 +66,10 @@ test-image:
 	$(MAKE) -C training_image test
 
 test: test-cdk test-image
+
+# The idle monthly cost of the deployment cdk.json configures, from tools/cost.py's price table.
+cost: $(VENV)/.installed
+	$(BIN)/python -m tools.cost
 
 clean:
 	rm -rf cdk.out $(VENV) .venv-train $(CHECKOV_VENV) node_modules build
