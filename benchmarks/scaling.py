@@ -65,8 +65,13 @@ MEM_ENV = "LLMFT_SCALING_MEM_DIR"
 # DDP all-reduces the fp32 gradients of LLaMA-Factory's fp32 trainable weights: the same sums in another
 # order. DeepSpeed's bf16 engine (bf16 model, fp32 only in the optimizer's master copy) and FSDP's bf16 mixed
 # precision (reduce_dtype bf16) accumulate or reduce gradients in bf16: lower precision.
-TOLERANCE = {None: "exact", "ddp": "exact", "deepspeed_zero2": "reduced", "deepspeed_zero3": "reduced"}
-TOLERANCE["fsdp"] = "reduced"
+TOLERANCE = {
+    None: "exact",
+    "ddp": "exact",
+    "deepspeed_zero2": "reduced",
+    "deepspeed_zero3": "reduced",
+    "fsdp": "reduced",
+}
 # Small keys for the CPU smoke test (two cores): short packs, one preprocessing process, no loader workers.
 CPU_SETS = {
     "cutoff_len": 128,
@@ -98,7 +103,7 @@ def row_name(recipe: str, mode: str, gpus: int, hosts: int) -> str:
     return f"{recipe}/{mode}/{gpus}gpu" if hosts == 1 else f"{recipe}/{mode}/2x{gpus // 2}gpu"
 
 
-def not_applicable(recipe: str, mode: str | None, gpus: int, hosts: int, *, cpu: bool, quantized: bool):
+def not_applicable(mode: str | None, gpus: int, hosts: int, *, cpu: bool, quantized: bool) -> str | None:
     """Why a row cannot run as planned, or None.
 
     On GPUs every recipe takes every mode: LLaMA-Factory 0.9.5 loads a bitsandbytes 4-bit model for ZeRO-3 and
@@ -129,7 +134,7 @@ def plan_rows(
     layouts: list[str],
     *,
     cpu: bool,
-    quantized: frozenset[str] = frozenset({"qlora_4bit"}),
+    quantized: frozenset[str],
 ) -> list[Row]:
     """Per recipe: its one-GPU row first (the reference), then every (N > 1, layout, mode)."""
     rows = []
@@ -137,7 +142,7 @@ def plan_rows(
         q = recipe in quantized
         one = one_gpu_name(recipe)
         rows.append(Row(one, recipe, None, 1, 1, None, TOLERANCE[None]))
-        rows[-1].skip = not_applicable(recipe, None, 1, 1, cpu=cpu, quantized=q)
+        rows[-1].skip = not_applicable(None, 1, 1, cpu=cpu, quantized=q)
         for gpus in sorted(set(g for g in gpu_counts if g > 1)):
             for layout in layouts:
                 hosts = 1 if layout == "single" else 2
@@ -145,7 +150,7 @@ def plan_rows(
                     row = Row(
                         row_name(recipe, mode, gpus, hosts), recipe, mode, gpus, hosts, one, TOLERANCE[mode]
                     )
-                    row.skip = not_applicable(recipe, mode, gpus, hosts, cpu=cpu, quantized=q)
+                    row.skip = not_applicable(mode, gpus, hosts, cpu=cpu, quantized=q)
                     rows.append(row)
     return rows
 
@@ -175,7 +180,7 @@ def check_rows(rows: list[Row]) -> None:
         seen[row.name] = row
 
 
-def parse_extra(spec: str, *, cpu: bool, quantized: frozenset[str] = frozenset({"qlora_4bit"})) -> Row:
+def parse_extra(spec: str, *, cpu: bool, quantized: frozenset[str]) -> Row:
     """NAME|RECIPE|MODE|GPUS|LAYOUT[|key=value,...]; MODE '-' for one process. Judged against its recipe's
     one-GPU row, at the tolerance of its mode."""
     parts = spec.split("|")
@@ -187,7 +192,7 @@ def parse_extra(spec: str, *, cpu: bool, quantized: frozenset[str] = frozenset({
     hosts = 1 if layout == "single" else 2
     row = Row(name, recipe, mode, int(gpus), hosts, one_gpu_name(recipe), TOLERANCE[mode])
     row.overrides = parse_sets([parts[5]])[None] if len(parts) == 6 else {}
-    row.skip = not_applicable(recipe, mode, row.gpus, hosts, cpu=cpu, quantized=recipe in quantized)
+    row.skip = not_applicable(mode, row.gpus, hosts, cpu=cpu, quantized=recipe in quantized)
     return row
 
 
@@ -337,6 +342,13 @@ def table(results: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------------- acting parts
+def quantized_recipes() -> frozenset[str]:
+    """The recipes that load the base model quantized, read from the recipe files."""
+    from llmft_train.recipes import load_recipes
+
+    return frozenset(name for name, recipe in load_recipes().items() if recipe.quantized)
+
+
 def recipe_shape(recipe: str, sets: dict, cpu: bool, gpu_count: int) -> dict:
     """The recipe resolved by the entrypoint's own rules on one GPU of this machine (memory plan included)."""
     from llmft_train.gpu import detect_gpu_memory_gib
@@ -473,20 +485,29 @@ def launch(row: Row, hp: dict, a, run_dir: Path, assets: dict) -> tuple[list, li
         roots.append(root)
         logs.append(log)
     deadline, failed_at, stop_at, killed = time.monotonic() + a.run_timeout, None, None, False
-    while any(p.poll() is None for p in procs):
-        now = time.monotonic()
-        if failed_at is None and any(p.poll() not in (None, 0) for p in procs):
-            failed_at = now  # a peer left: the others would wait for it until NCCL's timeout
-        if stop_at is None and (now > deadline or (failed_at is not None and now > failed_at + 60)):
-            # SIGTERM first: torchrun then stops the workers, which run in sessions of their own.
-            stop_at = now
-            signal_groups(procs, signal.SIGTERM)
-        if stop_at is not None and not killed and now > stop_at + 30:
-            killed = True
-            signal_groups(procs, signal.SIGKILL)
-        time.sleep(0.5)
-    for log in logs:
-        log.close()
+    try:
+        while any(p.poll() is None for p in procs):
+            now = time.monotonic()
+            if failed_at is None and any(p.poll() not in (None, 0) for p in procs):
+                failed_at = now  # a peer left: the others would wait for it until NCCL's timeout
+            if stop_at is None and (now > deadline or (failed_at is not None and now > failed_at + 60)):
+                # SIGTERM first: torchrun then stops the workers, which run in sessions of their own.
+                stop_at = now
+                signal_groups(procs, signal.SIGTERM)
+            if stop_at is not None and not killed and now > stop_at + 30:
+                killed = True
+                signal_groups(procs, signal.SIGKILL)
+            time.sleep(0.5)
+    except BaseException:  # the call's own timeout stopped the harness: stop the jobs it started too
+        signal_groups(procs, signal.SIGTERM)
+        end = time.monotonic() + 20
+        while any(p.poll() is None for p in procs) and time.monotonic() < end:
+            time.sleep(0.5)
+        signal_groups(procs, signal.SIGKILL)
+        raise
+    finally:
+        for log in logs:
+            log.close()
     codes = [p.returncode for p in procs]
     return [f"{c} (stopped: timeout or a failed peer)" if stop_at and c else c for c in codes], roots
 
@@ -578,11 +599,9 @@ def build_assets(a) -> tuple[dict, dict]:
     tiny = a.cpu or a.tiny
     model = assets / ("model-tiny" if tiny else "model-8b")
     if not (model / "config.json").exists():
-        model.mkdir(parents=True, exist_ok=True)
-        bench.build_model(
-            model, bench.TINY_SHAPE if tiny else bench.LLAMA3_8B_SHAPE, "cpu" if a.cpu else "cuda"
-        )
-        bench.build_tokenizer(model)
+        # In a process of its own: a CUDA context left in this one would sit on GPU 0 through every row.
+        command = [sys.executable, __file__, "model", str(model), "tiny" if tiny else "8b"]
+        subprocess.run(command + ["cpu" if a.cpu else "cuda"], check=True)
     stats = bench.build_data(assets / "data", a.rows)
     (assets / "channel").mkdir(exist_ok=True)
     shutil.copy(assets / "data" / "bench_alpaca.json", assets / "channel" / "train.json")
@@ -590,6 +609,7 @@ def build_assets(a) -> tuple[dict, dict]:
 
 
 def run_all(a) -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout` ends the call: clean up in launch
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.jsonl").unlink(missing_ok=True)
@@ -597,7 +617,10 @@ def run_all(a) -> None:
     gpu_counts = sorted({1, *(int(g) for g in a.gpus.split(","))})
     grid = a.recipes.split(","), a.modes.split(","), gpu_counts, a.layouts.split(",")
     check_grid(*grid)
-    rows = plan_rows(*grid, cpu=a.cpu) + [parse_extra(s, cpu=a.cpu) for s in a.extra]
+    q = quantized_recipes()
+    rows = plan_rows(*grid, cpu=a.cpu, quantized=q) + [
+        parse_extra(s, cpu=a.cpu, quantized=q) for s in a.extra
+    ]
     check_rows(rows)  # a typo in the last row fails now, not after the first runs
     t = time.perf_counter()
     assets, stats = build_assets(a)
@@ -658,8 +681,17 @@ def main() -> None:
     r.add_argument("--tiny", action="store_true", help="the tiny model (plumbing checks on GPUs)")
     r.add_argument("--cpu", action="store_true", help="CPU smoke test: tiny model, no GPU, small keys")
     r.add_argument("--keep", action="store_true", help="keep each job's checkpoints and model folder")
+    m = sub.add_parser("model", help="build the random model and its tokenizer (run by `all`)")
+    m.add_argument("dir")
+    m.add_argument("shape", choices=("tiny", "8b"))
+    m.add_argument("device")
     a = ap.parse_args()
-    if a.cmd == "table":
+    if a.cmd == "model":
+        shape = bench.TINY_SHAPE if a.shape == "tiny" else bench.LLAMA3_8B_SHAPE
+        Path(a.dir).mkdir(parents=True, exist_ok=True)
+        bench.build_model(Path(a.dir), shape, a.device)
+        bench.build_tokenizer(Path(a.dir))
+    elif a.cmd == "table":
         print(table([json.loads(line) for line in Path(a.results).read_text().splitlines() if line.strip()]))
     else:
         run_all(a)

@@ -17,6 +17,11 @@ sys.path.insert(0, str(BENCHMARKS))
 import scaling  # noqa: E402
 
 FLOOR = 2.77
+Q = frozenset({"qlora_4bit"})
+
+
+def test_the_quantized_recipe_is_read_from_the_recipe_files():
+    assert scaling.quantized_recipes() == Q
 
 
 def names(rows):
@@ -25,7 +30,7 @@ def names(rows):
 
 def test_gpu_grid_puts_each_recipes_one_gpu_reference_first_and_runs_every_mode():
     rows = scaling.plan_rows(
-        list(scaling.RECIPES), list(scaling.MODES), [1, 2], ["single", "two_host"], cpu=False
+        list(scaling.RECIPES), list(scaling.MODES), [1, 2], ["single", "two_host"], cpu=False, quantized=Q
     )
     assert len(rows) == 3 * (1 + 2 * 4)
     lora = [r for r in rows if r.recipe == "lora"]
@@ -65,6 +70,7 @@ def test_cpu_grid_runs_one_gpu_rows_and_ddp_across_two_loopback_hosts_only():
             [1, 2],
             ["single", "two_host"],
             cpu=True,
+            quantized=Q,
         )
     }
     runs = sorted(name for name, r in rows.items() if not r.skip)
@@ -76,7 +82,7 @@ def test_cpu_grid_runs_one_gpu_rows_and_ddp_across_two_loopback_hosts_only():
 
 
 def test_two_hosts_need_an_even_gpu_count():
-    rows = scaling.plan_rows(["lora"], ["ddp"], [1, 3, 4], ["two_host"], cpu=False)
+    rows = scaling.plan_rows(["lora"], ["ddp"], [1, 3, 4], ["two_host"], cpu=False, quantized=Q)
     assert [(r.name, r.skip) for r in rows] == [
         ("lora/1gpu", None),
         ("lora/ddp/2x1gpu", "two hosts need an even number of GPUs"),
@@ -126,7 +132,7 @@ def test_sets_apply_to_every_recipe_or_to_the_one_named():
 
 
 def test_extra_rows_are_judged_against_their_recipes_one_gpu_row():
-    row = scaling.parse_extra("lora/lr|lora|ddp|2|two_host|learning_rate=1.0e-2", cpu=True)
+    row = scaling.parse_extra("lora/lr|lora|ddp|2|two_host|learning_rate=1.0e-2", cpu=True, quantized=Q)
     assert (row.name, row.recipe, row.mode, row.gpus, row.hosts, row.ref, row.tol, row.skip) == (
         "lora/lr",
         "lora",
@@ -138,20 +144,20 @@ def test_extra_rows_are_judged_against_their_recipes_one_gpu_row():
         None,
     )
     assert row.overrides == {"learning_rate": 1e-2}
-    assert scaling.parse_extra("x|full_sft|-|1|single", cpu=True).mode is None
+    assert scaling.parse_extra("x|full_sft|-|1|single", cpu=True, quantized=Q).mode is None
     with pytest.raises(ValueError, match="unknown layout"):
-        scaling.parse_extra("x|lora|ddp|2|three_host", cpu=False)
+        scaling.parse_extra("x|lora|ddp|2|three_host", cpu=False, quantized=Q)
     with pytest.raises(ValueError, match="expected NAME"):
-        scaling.parse_extra("x|lora|ddp|two|single", cpu=False)
+        scaling.parse_extra("x|lora|ddp|two|single", cpu=False, quantized=Q)
 
 
 def test_a_row_whose_reference_does_not_run_or_a_repeated_name_is_refused():
-    grid = scaling.plan_rows(["lora"], ["ddp"], [1, 2], ["single"], cpu=False)
+    grid = scaling.plan_rows(["lora"], ["ddp"], [1, 2], ["single"], cpu=False, quantized=Q)
     scaling.check_rows(grid)
     with pytest.raises(ValueError, match="reference 'full_sft/1gpu' does not run"):
-        scaling.check_rows(grid + [scaling.parse_extra("f|full_sft|ddp|2|single", cpu=False)])
+        scaling.check_rows(grid + [scaling.parse_extra("f|full_sft|ddp|2|single", cpu=False, quantized=Q)])
     with pytest.raises(ValueError, match="two rows are named 'lora/1gpu'"):
-        scaling.check_rows(grid + [scaling.parse_extra("lora/1gpu|lora|-|1|single", cpu=False)])
+        scaling.check_rows(grid + [scaling.parse_extra("lora/1gpu|lora|-|1|single", cpu=False, quantized=Q)])
     with pytest.raises(ValueError, match="unknown mode"):
         scaling.check_grid(["lora"], ["zero3"], [1, 2], ["single"])
 
