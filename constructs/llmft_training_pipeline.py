@@ -227,8 +227,8 @@ class TrainingPipeline(Construct):
 
     def _grant_functions(self, *, store: DataStore) -> None:
         bucket, key = store.data_bucket, store.key
-        # The judge only looks: HeadObject (which needs GetObject) on inputs and on the exact manifest key,
-        # and ListBucket so that a missing key answers 404, not 403.
+        # The judge only looks: HeadObject (which needs GetObject) on inputs and manifests, GetObject of an S3
+        # model's config.json and a continued adapter's manifest, and ListBucket so a missing key answers 404.
         self.validator.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["s3:GetObject"],
@@ -482,7 +482,8 @@ class TrainingPipeline(Construct):
         """HIPAA, NIST 800-53 and PCI DSS rules that do not fit the pipeline, with reasons."""
         compliance.inline_policy(
             self.training_role.node.find_child("DefaultPolicy"),
-            "The training jobs' role: read datasets, models and checkpoints, write outputs and checkpoints",
+            "The training jobs' role: read datasets, models, checkpoints and earlier jobs' adapters, write "
+            "outputs and checkpoints",
         )
         compliance.inline_policy(
             self.state_machine.role.node.find_child("DefaultPolicy"),
@@ -492,9 +493,10 @@ class TrainingPipeline(Construct):
         for function, role_does, does, calls in (
             (
                 self.validator,
-                "The request judge's role: check that a request's inputs exist",
+                "The request judge's role: check that a request's inputs exist and fit it",
                 "The request judge checks a training request before any money is spent",
-                "Calls only S3 (HeadObject and ListObjectsV2 on the inputs a request names)",
+                "Calls only S3 (HeadObject and ListObjectsV2 on the inputs a request names, GetObject of a "
+                "model's config.json and an adapter's manifest)",
             ),
             (
                 self.recorder,
@@ -513,6 +515,6 @@ class TrainingPipeline(Construct):
                 concurrency="Runs once per training request, started by a person or the launcher, so "
                 "requests bound its concurrency; a reservation would take capacity from every other "
                 "function in the account, and Lambda refuses one below the account's unreserved minimum.",
-                network=f"{calls} and reads no dataset contents; outside the VPC it needs no NAT or "
+                network=f"{calls} and reads no dataset rows; outside the VPC it needs no NAT or "
                 "endpoints, and its role bounds what it can reach.",
             )

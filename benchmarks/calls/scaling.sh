@@ -14,8 +14,10 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OF
 export HF_HOME=/tmp/hf TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/scaling-out}
 mkdir -p "$OUT"
+# DeepSpeed's wheel (.whl-ds) is needed only by the deepspeed_* rows; a one-GPU-only call may leave it out.
+WHEELS=(.whl/*.whl); [ -d .whl-ds ] && WHEELS+=(.whl-ds/*.whl)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-  .whl/*.whl .whl-ds/*.whl || { echo "wheel install failed"; exit 1; }
+  "${WHEELS[@]}" || { echo "wheel install failed"; exit 1; }
 for t in .whl-qlora/*.tgz; do [ -e "$t" ] && tar xzf "$t" -C /tmp/site; done
 export PYTHONPATH=/tmp/site
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --upgrade \

@@ -17,10 +17,15 @@ TRAINING_IMAGE = REPO / "training_image"
 
 @pytest.fixture(autouse=True)
 def llamafactory_logs_reach_every_tests_capture():
-    """LLaMA-Factory binds its log handler to the sys.stdout of its first use, which under pytest is that
-    test's capture; later tests would never see its log lines. Rebind it to the process's stdout (fd 1),
-    which every test's capture sees."""
+    """LLaMA-Factory binds its log handler to the sys.stdout of its first use, which under pytest is one
+    test's (or collection's) capture; later tests would never see its log lines. Rebind it, before and
+    after each test, to the process's stdout (fd 1), which every test's capture sees."""
+    _rebind_llamafactory_handler()
     yield
+    _rebind_llamafactory_handler()
+
+
+def _rebind_llamafactory_handler() -> None:
     lf_logging = sys.modules.get("llamafactory.extras.logging")
     handler = getattr(lf_logging, "_default_handler", None)
     if handler is not None:

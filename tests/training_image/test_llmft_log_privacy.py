@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from llmft_train.log_privacy import WITHHELD, example_summary, redact_row, withhold_dataset_text
 
 PRIVATE = "patient 4411 reports chest pain"
@@ -33,13 +31,8 @@ def test_llamafactorys_processors_and_converter_no_longer_print_rows(capfd):
     from llamafactory.data.converter import SharegptDatasetConverter
     from llamafactory.data.parser import DatasetAttr
     from llamafactory.data.processor import SupervisedDatasetProcessor
-    from llamafactory.extras import logging as lf_logging
     from llamafactory.hparams import DataArguments
 
-    # LLaMA-Factory's handler keeps the sys.stdout of its first import: under pytest, that of whichever test
-    # (or collection) imported it first. Point it at this test's output, as a job's process has one stdout.
-    lf_logging.get_logger(__name__)
-    lf_logging._default_handler.setStream(sys.stdout)
     withhold_dataset_text()
     withhold_dataset_text()  # idempotent: one filter, however often a worker calls it
 
