@@ -515,15 +515,7 @@ def _sharegpt_turns(row: dict, layout: Layout, where: str) -> tuple[str | None, 
         place = f"{column}[{index}]"
         if not isinstance(turn, dict):
             raise DatasetError(f"{where}: field '{place}' must be an object")
-        tag = turn.get(tags["role_tag"])
-        if tag not in roles:
-            raise DatasetError(
-                f"{where}: field '{place}.{tags['role_tag']}' is {tag!r}; allowed: {', '.join(roles)}"
-            )
-        text = turn.get(tags["content_tag"])
-        if not isinstance(text, str):
-            raise DatasetError(f"{where}: field '{place}.{tags['content_tag']}' must be a string")
-        mapped.append((roles[tag], text))
+        mapped.append(_tagged_turn(turn, place, tags, roles, where))
     system = None
     if mapped[0][0] == "system":
         system, mapped = mapped[0][1], mapped[1:]
@@ -537,15 +529,20 @@ def _reply(row: dict, name: str, layout: Layout, where: str) -> dict:
         raise DatasetError(f"{where}: field '{column}' must be a turn object like the conversation's")
     allowed = {tags["assistant_tag"]: "gpt", tags["function_tag"]: "function_call"}
     allowed.pop(None, None)
+    return _turn(*_tagged_turn(turn, column, tags, allowed, where))
+
+
+def _tagged_turn(turn: dict, place: str, tags: dict, roles: dict, where: str) -> tuple[str, str]:
+    """A turn object's role (one of `roles`, mapped) and its text, or the error naming the field."""
     tag = turn.get(tags["role_tag"])
-    if tag not in allowed:
+    if tag not in roles:
         raise DatasetError(
-            f"{where}: field '{column}.{tags['role_tag']}' is {tag!r}; allowed: {', '.join(allowed)}"
+            f"{where}: field '{place}.{tags['role_tag']}' is {tag!r}; allowed: {', '.join(roles)}"
         )
     text = turn.get(tags["content_tag"])
     if not isinstance(text, str):
-        raise DatasetError(f"{where}: field '{column}.{tags['content_tag']}' must be a string")
-    return _turn(allowed[tag], text)
+        raise DatasetError(f"{where}: field '{place}.{tags['content_tag']}' must be a string")
+    return roles[tag], text
 
 
 def _sharegpt(row: dict, layout: Layout, data: str, where: str) -> dict:
