@@ -22,6 +22,10 @@ from constructs.llmft_nag import arn_in_this_account, arn_of_other_stack, logica
 
 PLANNER_SOURCE = Path(__file__).resolve().parent.parent / "inference"
 MANIFEST_PATTERN = "adapters/*/manifest.json"
+# What the release copies, as inference/registration.py plans it: a job's archive under training/, to
+# adapters/<adapter>/<job>/model.tar.gz.
+TRAINED_ARCHIVE_PATTERN = "training/*.tar.gz"
+RELEASED_ARCHIVE_PATTERN = "adapters/*/model.tar.gz"
 POLL_SECONDS = 30
 # Retry names, each one an error its call raises. The aws-sdk integration names an error
 # `<Service>.<Shape>Exception` when the service model lists it (botocore: CreateInferenceComponent's and
@@ -239,10 +243,11 @@ class AdapterRegistration(Construct):
                 service="s3",
                 action="copyObject",
                 iam_action="s3:GetObject",
-                iam_resources=[data_bucket.arn_for_objects("training/*")],
+                iam_resources=[data_bucket.arn_for_objects(TRAINED_ARCHIVE_PATTERN)],
                 additional_iam_statements=[
                     iam.PolicyStatement(
-                        actions=["s3:PutObject"], resources=[data_bucket.arn_for_objects("adapters/*")]
+                        actions=["s3:PutObject"],
+                        resources=[data_bucket.arn_for_objects(RELEASED_ARCHIVE_PATTERN)],
                     ),
                     iam.PolicyStatement(
                         actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[key.key_arn]
@@ -368,13 +373,13 @@ class AdapterRegistration(Construct):
             [
                 NagPackSuppression(
                     id="AwsSolutions-IAM5",
-                    reason="The workflow reads manifests of any adapter, copies any job's output from "
-                    "training/ and releases it under adapters/: adapter and job names are only known when "
-                    "a training run ends.",
+                    reason="The workflow reads manifests of any adapter, copies a job's model archive "
+                    "(training/*.tar.gz) and releases it as adapters/<adapter>/<job>/model.tar.gz: adapter "
+                    "and job names are only known when a training run ends.",
                     applies_to=[
                         arn_of_other_stack(data_bucket, f"/{MANIFEST_PATTERN}"),
-                        arn_of_other_stack(data_bucket, "/training/*"),
-                        arn_of_other_stack(data_bucket, "/adapters/*"),
+                        arn_of_other_stack(data_bucket, f"/{TRAINED_ARCHIVE_PATTERN}"),
+                        arn_of_other_stack(data_bucket, f"/{RELEASED_ARCHIVE_PATTERN}"),
                     ],
                 ),
                 NagPackSuppression(

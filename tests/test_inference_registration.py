@@ -70,6 +70,28 @@ def test_plan_releases_the_artifact_under_adapters_and_names_the_component():
     }
 
 
+@pytest.mark.parametrize(
+    "artifact",
+    ["training/job-1/output/model.tar.gz", "training/a/b/c.tar.gz", "training/x.tar.gz"],
+)
+def test_what_the_plan_copies_is_what_the_workflows_role_may_copy(artifact):
+    """IAM's `*` spans `/`, as fnmatch's does: every copy the planner accepts is inside the role's grant."""
+    import fnmatch
+    import urllib.parse
+
+    from constructs.llmft_adapter_registration import RELEASED_ARCHIVE_PATTERN, TRAINED_ARCHIVE_PATTERN
+
+    planned = plan({**MANIFEST, "model_artifact": f"s3://{BUCKET}/{artifact}"})
+    source_key = urllib.parse.unquote(planned["copy_source"]).removeprefix(f"{BUCKET}/")
+    assert fnmatch.fnmatchcase(source_key, TRAINED_ARCHIVE_PATTERN), source_key
+    assert fnmatch.fnmatchcase(planned["artifact_key"], RELEASED_ARCHIVE_PATTERN), planned["artifact_key"]
+    # and what it refuses lies outside: an archive elsewhere, or not an archive
+    for outside in ("models/base/model.tar.gz", "training/job-1/output/output.json"):
+        with pytest.raises(ManifestError, match="must be a .tar.gz"):
+            plan({**MANIFEST, "model_artifact": f"s3://{BUCKET}/{outside}"})
+        assert not fnmatch.fnmatchcase(outside, TRAINED_ARCHIVE_PATTERN), outside
+
+
 def test_base_model_may_be_named_as_an_s3_url_or_model_id():
     assert plan({**MANIFEST, "base_model": f"s3://{BUCKET}/models/llama-3.1-8b"})["component_name"]
     hub = {**MANIFEST, "base_model": "meta-llama/Llama-3.1-8B"}

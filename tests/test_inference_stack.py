@@ -375,8 +375,10 @@ def test_state_machine_role_is_scoped_to_manifests_training_outputs_and_prefixed
         for action in [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]:
             by_action.setdefault(action, []).append(resources_of(statement))
     assert "/adapters/*/manifest.json" in by_action["s3:GetObject"][0]
-    assert any("/training/*" in r for r in by_action["s3:GetObject"])
-    assert "/adapters/*" in by_action["s3:PutObject"][0] and "/training" not in by_action["s3:PutObject"][0]
+    # Only model archives are copied, and only to adapters/<adapter>/<job>/model.tar.gz.
+    assert any('"/training/*.tar.gz"' in r for r in by_action["s3:GetObject"])
+    assert by_action["s3:PutObject"] == [by_action["s3:PutObject"][0]]
+    assert '"/adapters/*/model.tar.gz"' in by_action["s3:PutObject"][0], by_action["s3:PutObject"]
     for action in (
         "sagemaker:createInferenceComponent",
         "sagemaker:updateInferenceComponent",
