@@ -20,7 +20,7 @@ def secret_region(arn: str) -> str:
     if not match:
         raise ConfigError(
             f"{SECRET_ARN_ENV}={arn!r} is not a Secrets Manager secret ARN "
-            "(arn:aws:secretsmanager:<region>:<account>:secret:<name>)"
+            "(arn:<partition>:secretsmanager:<region>:<account>:secret:<name>)"
         )
     return match.group(1)
 
