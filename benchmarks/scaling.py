@@ -516,6 +516,11 @@ def read_json(path: Path, default=None):
     return json.loads(path.read_text()) if path.is_file() else default
 
 
+def row_identity(row: Row) -> dict:
+    """What names a row in results.jsonl, measured or skipped."""
+    return {"name": row.name, "recipe": row.recipe, "mode": row.mode, "gpus": row.gpus, "hosts": row.hosts}
+
+
 def measure(row: Row, a, assets: dict, accumulation_one: int, sets: dict) -> dict:
     run_dir = Path(a.work) / "runs" / row.name.replace("/", "_")
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -528,11 +533,7 @@ def measure(row: Row, a, assets: dict, accumulation_one: int, sets: dict) -> dic
     wall = round(time.perf_counter() - t, 1)
     smi_peaks = smi.stop()
     res = {
-        "name": row.name,
-        "recipe": row.recipe,
-        "mode": row.mode,
-        "gpus": row.gpus,
-        "hosts": row.hosts,
+        **row_identity(row),
         "ref": row.ref,
         "tol": row.tol,
         "tol_value": bench.TOLERANCES[row.tol],
@@ -634,14 +635,7 @@ def run_all(a) -> None:
     results: dict[str, dict] = {}
     for row in rows:
         if row.skip:
-            res = {
-                "name": row.name,
-                "recipe": row.recipe,
-                "mode": row.mode,
-                "gpus": row.gpus,
-                "hosts": row.hosts,
-            }
-            res["skipped"] = row.skip
+            res = {**row_identity(row), "skipped": row.skip}
         else:
             res = measure(row, a, assets, accumulation[row.recipe], sets_for(row.recipe, sets))
             judge(res, results.get(row.ref) if row.ref else None, floor)
