@@ -59,13 +59,14 @@ def verdict(
 ) -> dict[str, Any]:
     """The validate Task's output: always the same keys, so the state machine's paths always resolve."""
     problems = request_problems(request, deployment, data_bucket)
+    base_manifest = None
     if not problems:
-        problems = online_problems(request, s3, data_bucket)
+        if "base_adapter" in request:
+            base_manifest = read_manifest(s3, data_bucket, request["base_adapter"])
+        problems = online_problems(request, s3, data_bucket, base_manifest=base_manifest)
     if problems:
         return {"valid": False, "cause": "\n".join(problems), "plan": None, "attempt": None}
-    artifact = None
-    if "base_adapter" in request:
-        artifact = read_manifest(s3, data_bucket, request["base_adapter"])["model_artifact"]
+    artifact = base_manifest["model_artifact"] if base_manifest else None
     plan = plan_job(
         request,
         deployment,

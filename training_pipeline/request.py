@@ -12,6 +12,7 @@ through the S3 client it is given.
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -24,7 +25,14 @@ import jsonschema
 from llmft_train.hyperparams import ConfigError, parse_value
 from llmft_train.models import model_problem
 from llmft_train.progress import METRIC_DEFINITIONS
-from llmft_train.recipes import check_hyperparameters, load_recipes
+from llmft_train.recipes import Recipe, check_hyperparameters, load_recipes
+
+
+@functools.cache
+def _recipes() -> dict[str, Recipe]:
+    """The image's recipes, read once per process (a warm Lambda keeps them): the files never change."""
+    return load_recipes()
+
 
 SCHEMA_PATH = Path(__file__).with_name("request.schema.json")
 DATASET_PREFIX = "datasets/"
@@ -92,7 +100,7 @@ class Deployment:
     local_storage_instance_types: tuple[str, ...]
     capacity_attempts: int
     limits: SageMakerLimits
-    recipes: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(load_recipes())))
+    recipes: tuple[str, ...] = field(default_factory=lambda: tuple(sorted(_recipes())))
 
     @property
     def job_name_max(self) -> int:
@@ -257,7 +265,7 @@ def _hyperparameter_problems(request: Mapping[str, Any], deployment: Deployment)
         )
     _, image_problems = check_hyperparameters(
         hyperparameters,
-        load_recipes(),
+        _recipes(),
         has_validation="validation_data" in request,
         continues_adapter="base_adapter" in request,
     )
@@ -319,13 +327,17 @@ def request_problems(request: Any, deployment: Deployment, data_bucket: str | No
 # Online: what only S3 can tell
 
 
+# What S3 answers for a key that does not exist (HeadObject: 404; GetObject: NoSuchKey).
+NOT_FOUND_CODES = ("404", "NoSuchKey", "NotFound")
+
+
 def _object_exists(s3: Any, bucket: str, key: str) -> bool:
     from botocore.exceptions import ClientError
 
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as error:
-        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+        if error.response["Error"]["Code"] in NOT_FOUND_CODES:
             return False
         raise
     return True
@@ -341,7 +353,7 @@ def _read_json_object(s3: Any, bucket: str, key: str) -> Any:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as error:
-        if error.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
+        if error.response["Error"]["Code"] in NOT_FOUND_CODES:
             return None
         raise
     try:
@@ -369,9 +381,8 @@ def base_adapter_problems(request: Mapping[str, Any], document: Any, data_bucket
         isinstance(document.get(k), str) for k in ("model_artifact", "base_model")
     ):
         return [f"base_adapter: {where} is not a manifest of this pipeline (model_artifact, base_model)"]
-    recipes = load_recipes()
-    recipe = document.get("recipe")
-    if recipe in recipes and recipes[recipe].finetuning_type != "lora":
+    known, recipe = _recipes(), document.get("recipe")
+    if recipe in known and known[recipe].finetuning_type != "lora":
         return [f"base_adapter: {name} was trained by recipe {recipe!r}: a full model, not a LoRA adapter"]
     if not _same_model(document["base_model"], request["base_model"]):
         return [
@@ -391,12 +402,15 @@ def _folder_has_objects(s3: Any, bucket: str, prefix: str) -> bool:
     return s3.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1).get("KeyCount", 0) > 0
 
 
-def online_problems(request: Mapping[str, Any], s3: Any, data_bucket: str) -> list[str]:
+def online_problems(
+    request: Mapping[str, Any], s3: Any, data_bucket: str, *, base_manifest: Any = None
+) -> list[str]:
     """Datasets and an S3 base model exist; a base adapter exists and fits; adapters/<adapter_name>/
     manifest.json (that key) does not.
 
-    Only for a request `request_problems` found valid. Access errors are raised: they are the deployment's
-    problem, not the request's.
+    Only for a request `request_problems` found valid. `base_manifest`: what `read_manifest` returned for
+    the request's base_adapter (read once by the caller, which plans the job from it). Access errors are
+    raised: they are the deployment's problem, not the request's.
     """
     found = []
     for name in ("train_data", "validation_data"):
@@ -420,14 +434,12 @@ def online_problems(request: Mapping[str, Any], s3: Any, data_bucket: str) -> li
             )
         else:
             # Quantized checkpoints the image cannot train are refused here, before a job starts.
-            recipe = load_recipes()[request["recipe"]]
+            recipe = _recipes()[request["recipe"]]
             problem = model_problem(config, finetuning_type=recipe.finetuning_type)
             if problem:
                 found.append(f"base_model: {folder}config.json: {problem}")
     if "base_adapter" in request:
-        found += base_adapter_problems(
-            request, read_manifest(s3, data_bucket, request["base_adapter"]), data_bucket
-        )
+        found += base_adapter_problems(request, base_manifest, data_bucket)
     manifest = MANIFEST_KEY.format(request["adapter_name"])
     if _object_exists(s3, data_bucket, manifest):
         found.append(
@@ -455,7 +467,7 @@ def default_job_name(adapter_name: str, started: datetime, max_length: int) -> s
 
 def weights_kind(request: Mapping[str, Any]) -> str:
     """What the job's model archive holds: `adapter`, `adapter_and_merged` (merge_adapter) or `full`."""
-    recipe = load_recipes()[request["recipe"]]
+    recipe = _recipes()[request["recipe"]]
     if recipe.finetuning_type != "lora":
         return "full"
     try:

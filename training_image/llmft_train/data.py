@@ -157,11 +157,11 @@ def _line_of(text: str, offset: int) -> int:
     return text.count("\n", 0, offset) + 1
 
 
-def _iter_lines(lines: Iterable[str], name: str) -> Iterator[tuple[str, Any]]:
+def _iter_lines(lines: Iterable[str], name: str) -> Iterator[tuple[int, Any]]:
     for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
-                yield f"line {number}", json.loads(line)
+                yield number, json.loads(line)
             except json.JSONDecodeError as err:
                 raise DatasetError(f"{name} line {number}: invalid JSON ({err.msg})") from None
 
@@ -171,8 +171,7 @@ def iter_json_rows(text: str, name: str) -> Iterator[tuple[int, Any]]:
     decoder = json.JSONDecoder()
     stripped = text.lstrip()
     if not stripped.startswith("["):
-        for place, row in _iter_lines(text.splitlines(), name):
-            yield int(place.split()[1]), row
+        yield from _iter_lines(text.splitlines(), name)
         return
     position = len(text) - len(stripped) + 1
     while True:
@@ -228,7 +227,8 @@ def iter_file_rows(path: Path, name: str) -> Iterator[tuple[str, Any]]:
     if suffix == ".jsonl":
         # Streamed: JSON Lines files can be larger than memory.
         with path.open(encoding="utf-8-sig") as lines:
-            yield from _iter_lines(lines, name)
+            for line, row in _iter_lines(lines, name):
+                yield f"line {line}", row
     elif suffix == ".json":
         for line, row in iter_json_rows(path.read_text(encoding="utf-8-sig"), name):
             yield f"line {line}", row
@@ -502,13 +502,7 @@ def _sharegpt_turns(row: dict, layout: Layout, where: str) -> tuple[str | None, 
     turns = row.get(column)
     if not isinstance(turns, list) or not turns:
         raise DatasetError(f"{where}: field '{column}' must be a non-empty list of turns")
-    roles = {
-        tags["user_tag"]: "human",
-        tags["assistant_tag"]: "gpt",
-        tags["observation_tag"]: "observation",
-        tags["function_tag"]: "function_call",
-        tags["system_tag"]: "system",
-    }
+    roles = {**_role_names(layout), tags["system_tag"]: "system"}
     roles.pop(None, None)
     mapped = []
     for index, turn in enumerate(turns):
@@ -693,13 +687,12 @@ def _write_rows(
                             f"{where}: row is in the {file_layout.formatting} layout, but dataset_format is "
                             f"{dataset_format}"
                         )
-                    layouts.append(f"{name}: {_layout_name(file_layout)}")
                 normalised = normalise_row(row, file_layout, data, where, hints)
                 ignored.update(unread_columns(row, file_layout))
                 out.write(json.dumps(normalised, ensure_ascii=False) + "\n")
                 count += 1
-            if layout is not None:
-                layouts.append(f"{name}: {_layout_name(layout)}")
+            if file_layout is not None:
+                layouts.append(f"{name}: {_layout_name(file_layout)}")
     return count
 
 

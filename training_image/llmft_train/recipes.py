@@ -100,7 +100,7 @@ PREFERENCE_KEYS: dict[str, type] = {
     "simpo_gamma": float,
 }
 # Set by the adapter a job continues (its adapter_config.json); LLaMA-Factory ignores them then.
-ADAPTER_SHAPE_KEYS = ("lora_rank", "lora_alpha", "lora_dropout", "lora_target", "use_rslora", "use_dora")
+ADAPTER_SHAPE_KEYS = tuple(LORA_KEYS)
 QUANTIZATION_KEYS: dict[str, type] = {
     "quantization_bit": int,
     "quantization_method": str,
