@@ -5,11 +5,23 @@ The packs share these rule names (`<pack>-<rule>`); a rule that does not fit thi
 the one resource it flags, in every pack that has it, with the reason it does not fit there.
 """
 
-from cdk_nag import NagPackSuppression, NagSuppressions
+from aws_cdk import Names, aws_ec2
+from cdk_nag import (
+    HIPAASecurityChecks,
+    NagPackSuppression,
+    NagSuppressions,
+    NIST80053R5Checks,
+    PCIDSS321Checks,
+)
 
 from constructs import Construct
 
-COMPLIANCE_PACKS = ("HIPAA.Security", "NIST.800.53.R5", "PCI.DSS.321")
+# Pack name (the prefix of its rule ids) -> the pack, which app.py runs on every synth.
+COMPLIANCE_PACKS = {
+    "HIPAA.Security": HIPAASecurityChecks,
+    "NIST.800.53.R5": NIST80053R5Checks,
+    "PCI.DSS.321": PCIDSS321Checks,
+}
 
 
 def suppress_in_packs(resource: Construct, rule: str, reason: str) -> None:
@@ -34,3 +46,12 @@ def lambda_rules(function: Construct, *, does: str, invoked: str, concurrency: s
     suppress_in_packs(function, "LambdaDLQ", f"{does}. {invoked}")
     suppress_in_packs(function, "LambdaConcurrency", f"{does}. {concurrency}")
     suppress_in_packs(function, "LambdaInsideVPC", f"{does}. {network}")
+
+
+def all_traffic_from_itself(group: aws_ec2.SecurityGroup, reason: str) -> None:
+    """EC2RestrictedCommonPorts on the rule by which `group` admits all traffic from its own members."""
+    suppress_in_packs(
+        group.node.find_child(f"from {Names.unique_id(group)}:ALL TRAFFIC"),
+        "EC2RestrictedCommonPorts",
+        reason,
+    )

@@ -4,7 +4,7 @@ bucket, the lifecycle scripts in S3 and the cluster with its execution role."""
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Aws, Fn, Names, RemovalPolicy, Stack, Token
+from aws_cdk import Aws, Fn, RemovalPolicy, Stack, Token
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_fsx as fsx
@@ -438,11 +438,8 @@ class HyperPodCluster(Construct):
             "The cluster instances' role: read the lifecycle scripts and the prefixes FSx links, pull the "
             "training image, manage the cluster's network interfaces in its VPC",
         )
-        compliance.suppress_in_packs(
-            self.node_security_group.node.find_child(
-                f"from {Names.unique_id(self.node_security_group)}:ALL TRAFFIC"
-            ),
-            "EC2RestrictedCommonPorts",
+        compliance.all_traffic_from_itself(
+            self.node_security_group,
             "All traffic is admitted only from this same group, the cluster's own nodes: EFA and NCCL "
             "between nodes use arbitrary ports, and EFA requires a group that admits all traffic from "
             "itself. Nothing outside the cluster can use it.",

@@ -77,7 +77,6 @@ class LmiEndpoint(Construct):
         log_retention_days: int,
     ) -> None:
         super().__init__(scope, construct_id)
-        stack = Stack.of(self)
         image = LmiImageUri(self, config.lmi_version)
         self.served_model = model_source(config.base_model, data_bucket.bucket_name)
         # Named so the stack can own SageMaker's log group for it (/aws/sagemaker/Endpoints/<name>); the
@@ -101,7 +100,7 @@ class LmiEndpoint(Construct):
         )
         # The one base model it serves (a `models/...` folder) and the released adapters: nothing else.
         read_prefixes = ((config.base_model,) if config.base_model_in_bucket else ()) + (ADAPTERS_PREFIX,)
-        policy = self._grant_execution(stack, image, vpc, key, data_bucket, read_prefixes)
+        policy = self._grant_execution(image, vpc, key, data_bucket, read_prefixes)
 
         subnet_ids = vpc.select_subnets(subnet_type=subnets.subnet_type).subnet_ids
         vpc_config = {"security_group_ids": [security_group.security_group_id], "subnets": subnet_ids}
@@ -198,7 +197,6 @@ class LmiEndpoint(Construct):
 
     def _grant_execution(
         self,
-        stack: Stack,
         image: LmiImageUri,
         vpc: ec2.IVpc,
         key: kms.IKey,
@@ -228,7 +226,7 @@ class LmiEndpoint(Construct):
             iam.PolicyStatement(
                 sid="EndpointLogs",
                 actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                resources=[f"{self.log_group.log_group_arn}"],
+                resources=[self.log_group.log_group_arn],
             ),
             iam.PolicyStatement(
                 sid="DescribeNetwork",

@@ -1,6 +1,6 @@
 """The private network every workload runs in: VPC, flow logs, VPC endpoints, security groups."""
 
-from aws_cdk import Aws, Names
+from aws_cdk import Aws
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -92,7 +92,6 @@ class TrainingNetwork(Construct):
         )
         for statement in s3_endpoint_statements(data_bucket):
             self.s3_endpoint.add_to_policy(statement)
-        self.interface_endpoints: list[ec2.InterfaceVpcEndpoint] = []
         for service in config.interface_endpoints:
             endpoint = self.vpc.add_interface_endpoint(
                 _endpoint_id(service),
@@ -104,7 +103,6 @@ class TrainingNetwork(Construct):
                 open=False,
             )
             endpoint.add_to_policy(this_account_only())
-            self.interface_endpoints.append(endpoint)
 
         # HTTPS is the only way out: AWS APIs through the endpoints, and through the NAT gateway (when
         # there is one) the Hugging Face Hub and package indexes (PyPI, conda) that jobs and notebooks use.
@@ -147,10 +145,8 @@ class TrainingNetwork(Construct):
             self.vpc.node.find_child("FlowLog").node.find_child("IAMRole").node.find_child("DefaultPolicy"),
             "The flow log's role (written by aws-cdk-lib): deliver the VPC's flow logs to their log group",
         )
-        group = self.training_security_group
-        compliance.suppress_in_packs(
-            group.node.find_child(f"from {Names.unique_id(group)}:ALL TRAFFIC"),
-            "EC2RestrictedCommonPorts",
+        compliance.all_traffic_from_itself(
+            self.training_security_group,
             "All traffic is admitted only from this same group, the nodes of one training job: NCCL over EFA "
             "uses arbitrary ports, and EFA requires a group that admits all traffic from itself. Nothing "
             "outside the job can use it.",

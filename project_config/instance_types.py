@@ -129,9 +129,14 @@ def memory_gib(instance_type: str) -> int | None:
 
 
 @cache
-def catalogue(use: str) -> tuple[str, ...]:
-    """The instance types SageMaker accepts for `use`, from botocore's service model (offline)."""
+def _sagemaker_model():
+    """botocore's SageMaker service model (offline), loaded once for every use's catalogue."""
     import botocore.session
 
-    model = botocore.session.get_session().get_service_model("sagemaker")
-    return tuple(model.shape_for(USES[use]).enum)
+    return botocore.session.get_session().get_service_model("sagemaker")
+
+
+@cache
+def catalogue(use: str) -> tuple[str, ...]:
+    """The instance types SageMaker accepts for `use`, from botocore's service model (offline)."""
+    return tuple(_sagemaker_model().shape_for(USES[use]).enum)

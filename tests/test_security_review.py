@@ -11,6 +11,7 @@ import pytest
 from project_config import load_config
 from tests.conftest import CDK_JSON_CONTEXT, FULL_TEST_CONFIG, ROOT
 from tools import (
+    nag_summary,
     security_review,
     security_review_diagram,
     security_review_iam,
@@ -379,7 +380,7 @@ def test_nag_reports_of_every_pack_are_read_with_each_suppression_s_finding(tmp_
     }
     for name, lines in reports.items():
         (tmp_path / name).write_text(json.dumps({"lines": lines}))
-    loaded = security_review_nag.load(tmp_path)
+    loaded = nag_summary.load_packs(tmp_path)
     assert {pack: sorted(stacks) for pack, stacks in loaded.items()} == {
         "AwsSolutions": ["S"],
         "HIPAA.Security": ["S"],
@@ -432,7 +433,7 @@ def test_the_review_switches_on_what_cdk_json_leaves_off_and_names_what_the_conf
 @pytest.fixture(scope="module")
 def full(full_app):
     app = App.load(full_app.out_dir)
-    reports = security_review_nag.load(full_app.out_dir)
+    reports = nag_summary.load_packs(full_app.out_dir)
     text, counts = security_review.render(app, reports, None, [], [])
     return app, reports, text, counts
 

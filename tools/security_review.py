@@ -9,7 +9,6 @@ architecture.png there from those templates and cdk-nag reports. Exit 1 if it ca
 
 import copy
 import json
-import os
 import shutil
 import sys
 from collections import Counter
@@ -20,6 +19,7 @@ from tools import security_review_iam as iam
 from tools import security_review_nag as nag
 from tools import security_review_network as network
 from tools import security_review_stores as stores
+from tools.nag_summary import load_packs
 from tools.security_review_cfn import App
 from tools.security_review_md import code, table
 
@@ -72,15 +72,15 @@ def review_config(llmft: dict, validate) -> tuple[dict, list[str], list[str]]:
 
 def synthesize(out_dir: Path, context: dict) -> None:
     """`cdk synth` in this process: templates and cdk-nag reports into out_dir, no AWS call."""
-    os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "1")
-    os.environ.setdefault("JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION", "1")
-    os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    import aws_cdk as cdk
-
+    # isort: off
+    # app first: it silences jsii's Node version banners before aws_cdk starts its Node process.
     import app as cdk_app
+    import aws_cdk as cdk
     from project_config import load_config
+
+    # isort: on
 
     app = cdk.App(context=context, outdir=str(out_dir), analytics_reporting=False)
     cdk_app.build(app, load_config(context[CONTEXT_KEY]))
@@ -169,7 +169,7 @@ def write_review(folder: Path, applied: list[str], refused: list[str]) -> dict[s
     """Reads the templates and reports in `folder`, writes README.md and the diagram there."""
     app = App.load(folder)
     image_note = diagram.draw(diagram.graph(app), app.stack_order(), folder / DIAGRAM_FILE)
-    text, counts = render(app, nag.load(folder), image_note, applied, refused)
+    text, counts = render(app, load_packs(folder), image_note, applied, refused)
     (folder / "README.md").write_text(text)
     return counts
 

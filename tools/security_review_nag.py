@@ -1,17 +1,13 @@
 """Every cdk-nag pack's findings and suppressions, from the per-stack JSON reports
 (`<Pack>-<Stack>-NagReport.json`)."""
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
+from tools.nag_summary import OPEN, REPORT_GLOB, SUPPRESSED
 from tools.security_review_md import code, plain, table
 
-REPORT_GLOB = "*-NagReport.json"
-SUPPRESSED = "Suppressed"
-OPEN = ("Non-Compliant", "UNKNOWN")
 # cdk-nag writes a suppression scoped with applies_to as "[<finding>] <reason>".
 GRANULAR = re.compile(r"^\[(?P<finding>[^\]]+)\] (?P<reason>.*)$", re.DOTALL)
 
@@ -24,16 +20,6 @@ class Suppression:
     rule: str
     applies_to: str
     reason: str
-
-
-def load(folder: Path) -> dict[str, dict[str, list[dict]]]:
-    """Pack -> stack -> report lines. Pack names have no dash; cdk-nag puts one (or two) before the stack."""
-    reports: dict[str, dict[str, list[dict]]] = {}
-    for path in sorted(folder.glob(REPORT_GLOB)):
-        pack, _, rest = path.name.partition("-")
-        stack = rest.removesuffix("-NagReport.json").lstrip("-")
-        reports.setdefault(pack, {})[stack] = json.loads(path.read_text())["lines"]
-    return reports
 
 
 def suppressions(reports: dict[str, dict[str, list[dict]]]) -> list[Suppression]:
